@@ -1,10 +1,168 @@
 /* referee command line: parses arguments and wires the modules. */
+#include "referee/cli.h"
+#include "referee/config.h"
+#include "referee/daemon.h"
+#include "referee/error.h"
+#include "referee/log.h"
+
 #include <stdio.h>
+#include <string.h>
+
+struct command {
+    const char *name;
+    const char *summary;
+    const char *usage;
+    int (*run)(int argc, char **argv);
+};
+
+static int cmd_run(int argc, char **argv);
+static int cmd_help(int argc, char **argv);
+static int cmd_version(int argc, char **argv);
+
+static const struct command commands[] = {
+    {"run", "start the daemon",
+     "referee run [--config FILE] [--listen HOST:PORT] [--data DIR]\n"
+     "            [--tenants DIR]\n\n"
+     "Starts the daemon. The config file is Lua returning a table of\n"
+     "settings (see docs/operations.md); the flags override it. SIGINT or\n"
+     "SIGTERM stop it gracefully; SIGHUP reloads the tenants.\n",
+     cmd_run},
+    {"events", "list stored webhook events",
+     "referee events list --data DIR --tenant ID [--since EVENT_ID]\n\n"
+     "Prints the tenant's stored events as JSON lines, oldest first: id,\n"
+     "received, source, headers, body (body_base64 when not UTF-8). Opens\n"
+     "the store read-only, so it works while the daemon runs.\n",
+     rf_cli_events},
+    {"help", "show help for a command", "referee help [COMMAND]\n", cmd_help},
+    {"version", "print the version", "referee version\n", cmd_version},
+};
+
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static const struct command *find(const char *name)
+{
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        if (strcmp(commands[i].name, name) == 0) {
+            return &commands[i];
+        }
+    }
+    return NULL;
+}
+
+static void overview(FILE *f)
+{
+    fprintf(f, "referee %s: runs customer-referral programs out of the CRM\n"
+               "\nUsage: referee COMMAND [OPTIONS]\n\nCommands:\n",
+            REFEREE_VERSION);
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    }
+    fprintf(f, "\nRun 'referee help COMMAND' for a command's options.\n");
+}
+
+static int cmd_help(int argc, char **argv)
+{
+    const struct command *c;
+
+    if (argc == 0) {
+        overview(stdout);
+        return 0;
+    }
+    c = find(argv[0]);
+    if (c == NULL) {
+        fprintf(stderr, "referee help: unknown command '%s'\n", argv[0]);
+        return 2;
+    }
+    printf("%s", c->usage);
+    return 0;
+}
+
+static int cmd_version(int argc, char **argv)
+{
+    if (argc > 0) {
+        return rf_cli_usage_error("version", "takes no arguments");
+    }
+    printf("referee %s\n", REFEREE_VERSION);
+    return 0;
+}
+
+/* Applies the command-line overrides to cfg. */
+static int run_flags(int argc, char **argv, struct rf_config *cfg)
+{
+    char host[64], err[600];
+    const char *v, *config = NULL;
+    unsigned port;
+    int bad = 0, rc = 0;
+
+    for (int i = 0; i < argc; i++) {
+        if ((v = rf_cli_option(argc, argv, &i, "config", &bad))) {
+            config = v;
+        }
+    }
+    if (config && (rc = rf_config_load(cfg, config, err, sizeof(err)))) {
+        fprintf(stderr, "referee: %s\n", err);
+        return 2;
+    }
+    for (int i = 0; rc == 0 && i < argc; i++) {
+        if (rf_cli_option(argc, argv, &i, "config", &bad)) {
+            continue;
+        } else if ((v = rf_cli_option(argc, argv, &i, "listen", &bad))) {
+            if (rf_config_split_listen(v, host, sizeof(host), &port) != 0) {
+                return rf_cli_usage_error("run", "--listen takes HOST:PORT");
+            }
+            rc = rf_config_set_string(&cfg->listen, v);
+        } else if ((v = rf_cli_option(argc, argv, &i, "data", &bad))) {
+            rc = rf_config_set_string(&cfg->data_dir, v);
+        } else if ((v = rf_cli_option(argc, argv, &i, "tenants", &bad))) {
+            rc = rf_config_set_string(&cfg->tenants_dir, v);
+        } else {
+            return rf_cli_usage_error("run", "%s '%s'",
+                                      bad ? "missing value for"
+                                          : "unknown option",
+                                      argv[i]);
+        }
+    }
+    return rc == 0 ? 0 : 1;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    struct rf_config cfg;
+    int code;
+
+    if (rf_config_defaults(&cfg) != 0) {
+        return 1;
+    }
+    code = run_flags(argc, argv, &cfg);
+    if (code == 0) {
+        rf_log_setup(cfg.log_level, cfg.log_format);
+        code = rf_daemon_run(&cfg);
+    }
+    rf_config_cleanup(&cfg);
+    return code;
+}
 
 int main(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    puts("referee " REFEREE_VERSION);
-    return 0;
+    const struct command *c;
+
+    if (argc < 2) {
+        overview(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        overview(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        return cmd_version(0, NULL);
+    }
+    c = find(argv[1]);
+    if (c == NULL) {
+        fprintf(stderr, "referee: unknown command '%s' (see 'referee "
+                        "--help')\n",
+                argv[1]);
+        return 2;
+    }
+    return c->run(argc - 2, argv + 2);
 }

@@ -1,0 +1,20 @@
+/* Command-line commands other than `run`, one function each. Each takes the
+ * arguments after its own name and returns the process exit code: 0 done,
+ * 1 failed, 2 usage error (with a one-line message on stderr). */
+#ifndef REFEREE_CLI_H
+#define REFEREE_CLI_H
+
+/* `referee events list --data DIR --tenant ID [--since ID]` */
+int rf_cli_events(int argc, char **argv);
+
+/* Prints a one-line usage error for `cmd` and returns 2. */
+int rf_cli_usage_error(const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Finds "--name VALUE" or "--name=VALUE" at argv[*i]; advances *i past the
+ * value and returns it, or NULL when argv[*i] is another option. Sets *bad
+ * when the option is given without a value. */
+const char *rf_cli_option(int argc, char **argv, int *i, const char *name,
+                          int *bad);
+
+#endif

@@ -1,0 +1,55 @@
+/* The daemon's configuration: a Lua file that returns a table, evaluated in
+ * a sandbox with no io, os or require, then checked setting by setting.
+ *
+ *     return {
+ *       listen = "127.0.0.1:8080",
+ *       data = "./data", tenants = "./tenants",
+ *       log = { level = "info", format = "logfmt" },
+ *       limits = { body_max = 1048576, header_timeout_ms = 10000 },
+ *       store = { map_size_mb = 64, sync = true, commit = "group" },
+ *     }
+ */
+#ifndef REFEREE_CONFIG_H
+#define REFEREE_CONFIG_H
+
+#include "referee/http.h"
+#include "referee/log.h"
+#include "referee/writer.h"
+
+struct rf_config {
+    char *listen;          /* "host:port" */
+    char *data_dir;
+    char *tenants_dir;
+    enum rf_log_level log_level;
+    enum rf_log_format log_format;
+    struct rf_http_limits http;
+    size_t map_size;       /* bytes */
+    int sync;              /* fsync on commit */
+    enum rf_writer_mode commit;
+    unsigned drain_ms;     /* longest graceful stop wait */
+    unsigned sig_tolerance_s; /* webhook timestamp tolerance */
+};
+
+/* Fills in the defaults. Strings are owned by cfg; free with
+ * rf_config_cleanup(). Returns 0 or RF_ENOMEM. */
+int rf_config_defaults(struct rf_config *cfg);
+
+/* Evaluates `path` and overlays its settings on cfg (call
+ * rf_config_defaults() first). On failure writes "file:line: ..." into
+ * `err` and returns RF_ECONFIG, RF_EPARSE, RF_ESCRIPT or -errno. */
+int rf_config_load(struct rf_config *cfg, const char *path, char *err,
+                   size_t errlen);
+
+/* Frees what cfg owns. */
+void rf_config_cleanup(struct rf_config *cfg);
+
+/* Splits "host:port" into host (at most hostlen bytes) and port. Returns 0
+ * or RF_EINVAL. */
+int rf_config_split_listen(const char *listen, char *host, size_t hostlen,
+                           unsigned *port);
+
+/* Sets *out to a strdup'd copy of val, freeing the old one. 0 or
+ * RF_ENOMEM. */
+int rf_config_set_string(char **out, const char *val);
+
+#endif

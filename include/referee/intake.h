@@ -1,0 +1,34 @@
+/* Webhook intake: POST /t/{tenant}/hooks/{source}. Checks the source's
+ * signature and body, then commits the event (de-duplicated by delivery
+ * id) before answering 202, or 200 with the first event's id for a repeat.
+ */
+#ifndef REFEREE_INTAKE_H
+#define REFEREE_INTAKE_H
+
+#include <stddef.h>
+
+#include "referee/http.h"
+#include "referee/store.h"
+#include "referee/tenant.h"
+#include "referee/writer.h"
+
+struct rf_intake_stats {
+    unsigned long accepted, duplicates, rejected, failed;
+};
+
+struct rf_intake {
+    struct rf_store *store;              /* borrowed */
+    struct rf_writer *writer;            /* borrowed */
+    const struct rf_tenants *const *tenants; /* the current registry */
+    unsigned tolerance_s;                /* signature timestamp window */
+    struct rf_intake_stats stats;
+};
+
+/* Handles one webhook delivery for the tenant and source named in the path
+ * (not NUL-terminated). Answers now (4xx) or after the commit. Loop thread
+ * only. */
+void rf_intake_handle(struct rf_intake *in, struct rf_http_req *req,
+                      const char *tenant, size_t tlen, const char *source,
+                      size_t slen);
+
+#endif

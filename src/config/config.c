@@ -1,0 +1,283 @@
+/* Loads and checks the daemon's Lua configuration file. */
+#include "referee/config.h"
+#include "referee/error.h"
+#include "referee/reader.h"
+#include "referee/sandbox.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+static const char *const top_keys[] = {"listen", "data", "tenants", "log",
+                                       "limits", "store", "intake", NULL};
+static const char *const log_keys[] = {"level", "format", NULL};
+static const char *const limit_keys[] = {
+    "header_max",      "body_max",          "header_timeout_ms",
+    "body_timeout_ms", "keepalive_idle_ms", "connections_max",
+    "connections_per_ip", "drain_ms",       NULL};
+static const char *const store_keys[] = {"map_size_mb", "sync", "commit",
+                                         NULL};
+static const char *const intake_keys[] = {"signature_tolerance_s", NULL};
+
+int rf_config_set_string(char **out, const char *val)
+{
+    char *copy = strdup(val);
+
+    if (copy == NULL) {
+        return RF_ENOMEM;
+    }
+    free(*out);
+    *out = copy;
+    return 0;
+}
+
+int rf_config_defaults(struct rf_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->log_level = RF_LOG_INFO;
+    cfg->log_format = RF_LOG_LOGFMT;
+    rf_http_limits_default(&cfg->http);
+    cfg->map_size = (size_t)64 << 20;
+    cfg->sync = 1;
+    cfg->commit = RF_WRITER_GROUP;
+    cfg->drain_ms = 10000;
+    cfg->sig_tolerance_s = 300;
+    if (rf_config_set_string(&cfg->listen, "127.0.0.1:8080") ||
+        rf_config_set_string(&cfg->data_dir, "./data") ||
+        rf_config_set_string(&cfg->tenants_dir, "./tenants")) {
+        return RF_ENOMEM;
+    }
+    return 0;
+}
+
+void rf_config_cleanup(struct rf_config *cfg)
+{
+    free(cfg->listen);
+    free(cfg->data_dir);
+    free(cfg->tenants_dir);
+    cfg->listen = cfg->data_dir = cfg->tenants_dir = NULL;
+}
+
+int rf_config_split_listen(const char *listen, char *host, size_t hostlen,
+                           unsigned *port)
+{
+    const char *colon = strrchr(listen, ':');
+    unsigned long p;
+    char *end;
+
+    if (colon == NULL || colon == listen ||
+        (size_t)(colon - listen) >= hostlen) {
+        return RF_EINVAL;
+    }
+    p = strtoul(colon + 1, &end, 10);
+    if (*end != '\0' || end == colon + 1 || p > 65535) {
+        return RF_EINVAL;
+    }
+    memcpy(host, listen, (size_t)(colon - listen));
+    host[colon - listen] = '\0';
+    *port = (unsigned)p;
+    return 0;
+}
+
+/* Pushes field `key` of the table at -1 if it is a table; returns 1 then,
+ * 0 if absent, or RF_ECONFIG. */
+static int sub_table(struct rf_reader *r, const char *key)
+{
+    int t = lua_getfield(r->L, -1, key);
+
+    if (t == LUA_TTABLE) {
+        return 1;
+    }
+    lua_pop(r->L, 1);
+    if (t == LUA_TNIL) {
+        return 0;
+    }
+    return rf_reader_fail(r, key, "expected a table, got %s",
+                          lua_typename(r->L, t));
+}
+
+static int read_log(struct rf_reader *r, struct rf_config *cfg)
+{
+    char *level = NULL, *format = NULL;
+    int rc = sub_table(r, "log");
+
+    if (rc <= 0) {
+        return rc;
+    }
+    rc = rf_reader_known_keys(r, -1, "log", log_keys);
+    if (rc == 0) {
+        rc = rf_reader_string(r, -1, "log", "level", &level, 0);
+    }
+    if (rc == 0 && level && rf_log_level_parse(level, &cfg->log_level)) {
+        rc = rf_reader_fail(r, "log.level",
+                            "expected error, warn, info, debug or trace");
+    }
+    if (rc == 0) {
+        rc = rf_reader_string(r, -1, "log", "format", &format, 0);
+    }
+    if (rc == 0 && format && rf_log_format_parse(format, &cfg->log_format)) {
+        rc = rf_reader_fail(r, "log.format", "expected logfmt or json");
+    }
+    lua_pop(r->L, 1);
+    free(level);
+    free(format);
+    return rc;
+}
+
+/* Reads an unsigned setting of `limits` into an unsigned or size_t field. */
+#define LIMIT(key, min, max, field)                                            \
+    do {                                                                       \
+        unsigned long long v_ = (field);                                       \
+        if (rc == 0) {                                                         \
+            rc = rf_reader_uint(r, -1, "limits", key, min, max, &v_);          \
+            (field) = v_;                                                      \
+        }                                                                      \
+    } while (0)
+
+static int read_limits(struct rf_reader *r, struct rf_config *cfg)
+{
+    struct rf_http_limits *l = &cfg->http;
+    int rc = sub_table(r, "limits");
+
+    if (rc <= 0) {
+        return rc;
+    }
+    rc = rf_reader_known_keys(r, -1, "limits", limit_keys);
+    LIMIT("header_max", 1024, 1 << 20, l->header_max);
+    LIMIT("body_max", 1, 1ull << 30, l->body_max);
+    LIMIT("header_timeout_ms", 100, 3600000, l->header_timeout_ms);
+    LIMIT("body_timeout_ms", 100, 3600000, l->body_timeout_ms);
+    LIMIT("keepalive_idle_ms", 1000, 3600000, l->keepalive_idle_ms);
+    LIMIT("connections_max", 1, 1000000, l->connections_max);
+    LIMIT("connections_per_ip", 0, 1000000, l->connections_per_ip);
+    LIMIT("drain_ms", 0, 3600000, cfg->drain_ms);
+    lua_pop(r->L, 1);
+    return rc;
+}
+
+static int read_store(struct rf_reader *r, struct rf_config *cfg)
+{
+    unsigned long long mb = cfg->map_size >> 20;
+    char *commit = NULL;
+    int rc = sub_table(r, "store");
+
+    if (rc <= 0) {
+        return rc;
+    }
+    rc = rf_reader_known_keys(r, -1, "store", store_keys);
+    if (rc == 0) {
+        rc = rf_reader_uint(r, -1, "store", "map_size_mb", 1, 1 << 20, &mb);
+        cfg->map_size = (size_t)mb << 20;
+    }
+    if (rc == 0) {
+        rc = rf_reader_bool(r, -1, "store", "sync", &cfg->sync);
+    }
+    if (rc == 0) {
+        rc = rf_reader_string(r, -1, "store", "commit", &commit, 0);
+    }
+    if (rc == 0 && commit) {
+        if (strcmp(commit, "group") == 0) {
+            cfg->commit = RF_WRITER_GROUP;
+        } else if (strcmp(commit, "inline") == 0) {
+            cfg->commit = RF_WRITER_INLINE;
+        } else {
+            rc = rf_reader_fail(r, "store.commit", "expected group or inline");
+        }
+    }
+    free(commit);
+    lua_pop(r->L, 1);
+    return rc;
+}
+
+static int read_intake(struct rf_reader *r, struct rf_config *cfg)
+{
+    unsigned long long tol = cfg->sig_tolerance_s;
+    int rc = sub_table(r, "intake");
+
+    if (rc <= 0) {
+        return rc;
+    }
+    rc = rf_reader_known_keys(r, -1, "intake", intake_keys);
+    if (rc == 0) {
+        rc = rf_reader_uint(r, -1, "intake", "signature_tolerance_s", 1,
+                            86400, &tol);
+        cfg->sig_tolerance_s = (unsigned)tol;
+    }
+    lua_pop(r->L, 1);
+    return rc;
+}
+
+static int read_top(struct rf_reader *r, struct rf_config *cfg)
+{
+    char host[64];
+    unsigned port;
+    int rc;
+
+    if (!lua_istable(r->L, -1)) {
+        snprintf(r->err, sizeof(r->err),
+                 "%s:1: the file must return a table of settings, not %s",
+                 r->file, luaL_typename(r->L, -1));
+        return RF_ECONFIG;
+    }
+    rc = rf_reader_known_keys(r, -1, "", top_keys);
+    if (rc == 0) {
+        rc = rf_reader_string(r, -1, "", "listen", &cfg->listen, 0);
+    }
+    if (rc == 0 &&
+        rf_config_split_listen(cfg->listen, host, sizeof(host), &port)) {
+        rc = rf_reader_fail(r, "listen", "expected \"host:port\", got \"%s\"",
+                            cfg->listen);
+    }
+    if (rc == 0) {
+        rc = rf_reader_string(r, -1, "", "data", &cfg->data_dir, 0);
+    }
+    if (rc == 0) {
+        rc = rf_reader_string(r, -1, "", "tenants", &cfg->tenants_dir, 0);
+    }
+    if (rc == 0) {
+        rc = read_log(r, cfg);
+    }
+    if (rc == 0) {
+        rc = read_limits(r, cfg);
+    }
+    if (rc == 0) {
+        rc = read_store(r, cfg);
+    }
+    if (rc == 0) {
+        rc = read_intake(r, cfg);
+    }
+    return rc;
+}
+
+int rf_config_load(struct rf_config *cfg, const char *path, char *err,
+                   size_t errlen)
+{
+    struct rf_sandbox *sb = rf_sandbox_new(NULL, RF_SANDBOX_CONFIG);
+    struct rf_reader r;
+    int rc;
+
+    if (sb == NULL) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        return RF_ENOMEM;
+    }
+    rf_reader_add_env(rf_sandbox_state(sb));
+    rc = rf_sandbox_run_file(sb, path, err, errlen);
+    if (rc != 0) {
+        goto out;
+    }
+    rc = rf_reader_init(&r, rf_sandbox_state(sb), path);
+    if (rc == 0) {
+        rc = read_top(&r, cfg);
+        if (rc != 0) {
+            snprintf(err, errlen, "%s", r.err);
+        }
+    } else {
+        snprintf(err, errlen, "%s: %s", path, rf_strerror(rc));
+    }
+    rf_reader_cleanup(&r);
+out:
+    rf_sandbox_free(sb);
+    return rc;
+}

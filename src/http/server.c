@@ -1,0 +1,693 @@
+/* libmicrohttpd on the libuv loop: one uv_poll_t on MHD's epoll descriptor,
+ * one timer for MHD's own timeouts, and a sweep that cuts slow clients. */
+#include "referee/http.h"
+#include "referee/error.h"
+#include "referee/log.h"
+
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#define SWEEP_MS 250
+#define MAX_EXTRA_HEADERS 4
+
+enum conn_phase { PHASE_NEW, PHASE_BODY, PHASE_HANDLING, PHASE_IDLE };
+
+/* Per connection: the phase it is in and since when, for the deadlines. */
+struct conn {
+    struct conn *prev, *next;
+    struct MHD_Connection *mc;
+    enum conn_phase phase;
+    uint64_t since;
+};
+
+struct rf_http_req {
+    struct rf_http_req *prev, *next;
+    struct rf_http_server *srv;
+    struct MHD_Connection *mc;
+    struct conn *conn;
+    const char *method, *path;
+    char client[INET6_ADDRSTRLEN];
+    char *body;
+    size_t body_len, body_cap;
+    int too_big;
+    int dispatched;
+    int suspended;
+    struct MHD_Response *resp;
+    unsigned status;
+    const char *extra[MAX_EXTRA_HEADERS][2];
+    char *extra_store[MAX_EXTRA_HEADERS][2];
+    int extra_n;
+    void *data;
+};
+
+struct rf_http_server {
+    uv_poll_t poll;   /* MHD's epoll descriptor */
+    uv_timer_t timer; /* MHD's own timeouts and deferred runs */
+    uv_timer_t sweep; /* slow-client deadlines */
+    int closing;      /* handles still to close before free */
+    struct MHD_Daemon *d;
+    struct rf_http_limits lim;
+    struct rf_http_app app;
+    struct conn *conns;
+    struct rf_http_req *reqs;
+    size_t inflight;
+    unsigned port;
+    uv_loop_t *loop;
+};
+
+void rf_http_limits_default(struct rf_http_limits *l)
+{
+    l->header_max = 16 * 1024;
+    l->body_max = 1024 * 1024;
+    l->header_timeout_ms = 10000;
+    l->body_timeout_ms = 30000;
+    l->keepalive_idle_ms = 60000;
+    l->connections_max = 1024;
+    l->connections_per_ip = 0;
+}
+
+static void run_mhd(struct rf_http_server *srv);
+static void on_timer(uv_timer_t *t);
+
+/* Runs MHD at the next loop iteration (coalesces many resumes). */
+static void defer_run(struct rf_http_server *srv)
+{
+    uv_timer_start(&srv->timer, on_timer, 0, 0);
+}
+
+/* --- requests ----------------------------------------------------------- */
+
+static void link_req(struct rf_http_server *srv, struct rf_http_req *r)
+{
+    r->next = srv->reqs;
+    if (srv->reqs) {
+        srv->reqs->prev = r;
+    }
+    srv->reqs = r;
+    srv->inflight++;
+}
+
+static void free_req(struct rf_http_req *r)
+{
+    struct rf_http_server *srv = r->srv;
+
+    if (r->prev) {
+        r->prev->next = r->next;
+    } else {
+        srv->reqs = r->next;
+    }
+    if (r->next) {
+        r->next->prev = r->prev;
+    }
+    srv->inflight--;
+    if (r->resp) {
+        MHD_destroy_response(r->resp);
+    }
+    for (int i = 0; i < r->extra_n; i++) {
+        free(r->extra_store[i][0]);
+        free(r->extra_store[i][1]);
+    }
+    free(r->body);
+    free(r);
+}
+
+static void client_text(struct MHD_Connection *mc, char *out, size_t n)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+
+    snprintf(out, n, "?");
+    if (sa && sa->sa_family == AF_INET) {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out,
+                  (socklen_t)n);
+    } else if (sa && sa->sa_family == AF_INET6) {
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr,
+                  out, (socklen_t)n);
+    }
+}
+
+static struct rf_http_req *new_req(struct rf_http_server *srv,
+                                   struct MHD_Connection *mc,
+                                   const char *method, const char *url)
+{
+    struct rf_http_req *r = calloc(1, sizeof(*r));
+    const union MHD_ConnectionInfo *ci;
+
+    if (r == NULL) {
+        return NULL;
+    }
+    r->srv = srv;
+    r->mc = mc;
+    r->method = method;
+    r->path = url;
+    client_text(mc, r->client, sizeof(r->client));
+    ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    r->conn = ci ? ci->socket_context : NULL;
+    if (r->conn) {
+        r->conn->phase = PHASE_BODY;
+        r->conn->since = uv_now(srv->loop);
+    }
+    link_req(srv, r);
+    return r;
+}
+
+/* Appends body bytes; past the limit, marks the request too big. */
+static void append_body(struct rf_http_req *r, const char *data, size_t n)
+{
+    size_t need = r->body_len + n;
+    char *p;
+
+    if (r->too_big || need > r->srv->lim.body_max) {
+        r->too_big = 1;
+        return;
+    }
+    if (need + 1 > r->body_cap) {
+        size_t cap = r->body_cap ? r->body_cap * 2 : 4096;
+
+        while (cap < need + 1) {
+            cap *= 2;
+        }
+        p = realloc(r->body, cap);
+        if (p == NULL) {
+            r->too_big = 1;
+            return;
+        }
+        r->body = p;
+        r->body_cap = cap;
+    }
+    memcpy(r->body + r->body_len, data, n);
+    r->body_len = need;
+    r->body[need] = '\0';
+}
+
+/* Rejects at once a body announced larger than the limit. */
+static int announced_too_big(struct rf_http_req *r)
+{
+    const char *cl = rf_http_header(r, "Content-Length");
+    unsigned long long n;
+    char *end;
+
+    if (cl == NULL) {
+        return 0;
+    }
+    n = strtoull(cl, &end, 10);
+    return *end == '\0' && n > r->srv->lim.body_max;
+}
+
+static int has_body(const struct rf_http_req *r)
+{
+    const char *cl = rf_http_header(r, "Content-Length");
+
+    return (cl != NULL && strcmp(cl, "0") != 0) ||
+           rf_http_header(r, "Transfer-Encoding") != NULL;
+}
+
+static enum MHD_Result queue(struct rf_http_req *r)
+{
+    enum MHD_Result ret = MHD_queue_response(r->mc, r->status, r->resp);
+
+    if (r->conn) {
+        r->conn->phase = PHASE_HANDLING;
+    }
+    return ret;
+}
+
+static void respond_too_big(struct rf_http_req *r)
+{
+    rf_http_respond_error(r, 413, "body_too_large",
+                          "request body exceeds %zu bytes",
+                          r->srv->lim.body_max);
+}
+
+/* First call for a request: headers are in. */
+static enum MHD_Result on_first(struct rf_http_server *srv,
+                                struct MHD_Connection *mc, const char *url,
+                                const char *method, void **con_cls)
+{
+    struct rf_http_req *r = new_req(srv, mc, method, url);
+
+    if (r == NULL) {
+        return MHD_NO; /* out of memory: MHD closes the connection */
+    }
+    *con_cls = r;
+    srv->app.on_headers(r, srv->app.arg);
+    if (r->resp == NULL && announced_too_big(r)) {
+        respond_too_big(r);
+    }
+    /* An answer queued before a body is read closes the connection; a
+     * request without a body is answered on the next call and keeps it. */
+    return r->resp && has_body(r) ? queue(r) : MHD_YES;
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *mc,
+                                 const char *url, const char *method,
+                                 const char *version, const char *upload,
+                                 size_t *upload_size, void **con_cls)
+{
+    struct rf_http_server *srv = cls;
+    struct rf_http_req *r = *con_cls;
+
+    if (r == NULL) {
+        return on_first(srv, mc, url, method, con_cls);
+    }
+    if (*upload_size > 0) {
+        append_body(r, upload, *upload_size);
+        *upload_size = 0;
+        if (r->too_big && r->resp == NULL) {
+            respond_too_big(r);
+            return queue(r); /* MHD closes after answering early */
+        }
+        return MHD_YES;
+    }
+    if (r->resp == NULL && !r->dispatched) {
+        r->dispatched = 1;
+        if (r->conn) {
+            r->conn->phase = PHASE_HANDLING;
+        }
+        srv->app.on_request(r, srv->app.arg);
+    }
+    if (r->resp == NULL) {
+        r->suspended = 1;
+        MHD_suspend_connection(mc);
+        return MHD_YES;
+    }
+    return queue(r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct rf_http_req *r = *con_cls;
+
+    if (r == NULL) {
+        return;
+    }
+    if (r->conn) {
+        r->conn->phase = PHASE_IDLE;
+        r->conn->since = uv_now(r->srv->loop);
+    }
+    *con_cls = NULL;
+    free_req(r);
+}
+
+/* --- connections and deadlines ------------------------------------------ */
+
+static void on_connection(void *cls, struct MHD_Connection *mc,
+                          void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    struct rf_http_server *srv = cls;
+    struct conn *c = *socket_context;
+
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        c = calloc(1, sizeof(*c));
+        if (c == NULL) {
+            return; /* no deadline for this one; MHD's timeout still holds */
+        }
+        c->mc = mc;
+        c->phase = PHASE_NEW;
+        c->since = uv_now(srv->loop);
+        c->next = srv->conns;
+        if (srv->conns) {
+            srv->conns->prev = c;
+        }
+        srv->conns = c;
+        *socket_context = c;
+        return;
+    }
+    if (c == NULL) {
+        return;
+    }
+    if (c->prev) {
+        c->prev->next = c->next;
+    } else {
+        srv->conns = c->next;
+    }
+    if (c->next) {
+        c->next->prev = c->prev;
+    }
+    free(c);
+    *socket_context = NULL;
+}
+
+/* The deadline of a connection in its phase, in ms; 0 means none. */
+static uint64_t deadline_of(const struct rf_http_server *srv,
+                            const struct conn *c)
+{
+    switch (c->phase) {
+    case PHASE_NEW:
+        return srv->lim.header_timeout_ms;
+    case PHASE_BODY:
+        return srv->lim.body_timeout_ms;
+    case PHASE_IDLE:
+        /* The next request's headers must be in within this too. */
+        return (uint64_t)srv->lim.keepalive_idle_ms +
+               srv->lim.header_timeout_ms;
+    default:
+        return 0;
+    }
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    struct rf_http_server *srv = t->data;
+    uint64_t now = uv_now(t->loop);
+    int cut = 0;
+
+    for (struct conn *c = srv->conns; c; c = c->next) {
+        uint64_t limit = deadline_of(srv, c);
+        const union MHD_ConnectionInfo *ci;
+
+        if (limit == 0 || now - c->since <= limit) {
+            continue;
+        }
+        ci = MHD_get_connection_info(c->mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (ci != NULL) {
+            rf_log_info("http", RF_NOF, "cutting off slow client (phase %d)",
+                        (int)c->phase);
+            (void)shutdown(ci->connect_fd, SHUT_RDWR);
+            c->phase = PHASE_HANDLING; /* cut once */
+            cut = 1;
+        }
+    }
+    if (cut) {
+        run_mhd(srv);
+    }
+}
+
+/* --- loop integration --------------------------------------------------- */
+
+static void run_mhd(struct rf_http_server *srv)
+{
+    MHD_UNSIGNED_LONG_LONG ms;
+
+    (void)MHD_run(srv->d);
+    if (MHD_get_timeout(srv->d, &ms) == MHD_YES) {
+        uv_timer_start(&srv->timer, on_timer, (uint64_t)ms, 0);
+    } else {
+        uv_timer_stop(&srv->timer);
+    }
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    run_mhd(t->data);
+}
+
+static void on_poll(uv_poll_t *p, int status, int events)
+{
+    run_mhd(p->data);
+}
+
+static void mhd_logger(void *cls, const char *fmt, va_list ap)
+{
+    char msg[256];
+
+    if (!RF_LOG_ENABLED(RF_LOG_DEBUG)) {
+        return;
+    }
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    msg[strcspn(msg, "\n")] = '\0';
+    rf_log_debug("http", RF_NOF, "microhttpd: %s", msg);
+}
+
+static struct MHD_Daemon *start_daemon(struct rf_http_server *srv,
+                                       const struct sockaddr_in *sa)
+{
+    size_t mem = srv->lim.header_max * 2;
+
+    if (mem < 32 * 1024) {
+        mem = 32 * 1024;
+    }
+    return MHD_start_daemon(
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO |
+            MHD_USE_ERROR_LOG,
+        0, NULL, NULL, on_access, srv, MHD_OPTION_SOCK_ADDR, sa,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, mem, MHD_OPTION_CONNECTION_LIMIT,
+        srv->lim.connections_max, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        srv->lim.connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
+        (srv->lim.keepalive_idle_ms + 999) / 1000,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_EXTERNAL_LOGGER,
+        mhd_logger, srv, MHD_OPTION_END);
+}
+
+struct rf_http_server *rf_http_server_start(uv_loop_t *loop, const char *host,
+                                            unsigned port,
+                                            const struct rf_http_limits *limits,
+                                            const struct rf_http_app *app)
+{
+    struct rf_http_server *srv = calloc(1, sizeof(*srv));
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    const union MHD_DaemonInfo *di;
+
+    if (srv == NULL) {
+        return NULL;
+    }
+    srv->lim = *limits;
+    srv->app = *app;
+    sa.sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+        rf_log_error("http", RF_F("addr", host), "not an IPv4 address");
+        goto fail;
+    }
+    srv->loop = loop;
+    srv->d = start_daemon(srv, &sa);
+    if (srv->d == NULL) {
+        rf_log_error("http", RF_F("addr", host), "cannot listen on port %u",
+                     port);
+        goto fail;
+    }
+    di = MHD_get_daemon_info(srv->d, MHD_DAEMON_INFO_BIND_PORT);
+    srv->port = di ? di->port : port;
+    di = MHD_get_daemon_info(srv->d, MHD_DAEMON_INFO_EPOLL_FD);
+    uv_poll_init(loop, &srv->poll, di->epoll_fd);
+    uv_timer_init(loop, &srv->timer);
+    uv_timer_init(loop, &srv->sweep);
+    srv->poll.data = srv;
+    srv->timer.data = srv;
+    srv->sweep.data = srv;
+    uv_poll_start(&srv->poll, UV_READABLE, on_poll);
+    uv_timer_start(&srv->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+    run_mhd(srv);
+    return srv;
+fail:
+    free(srv);
+    return NULL;
+}
+
+unsigned rf_http_server_port(const struct rf_http_server *srv)
+{
+    return srv->port;
+}
+
+void rf_http_server_quiesce(struct rf_http_server *srv)
+{
+    MHD_socket fd = MHD_quiesce_daemon(srv->d);
+
+    if (fd != MHD_INVALID_SOCKET) {
+        close(fd);
+    }
+}
+
+size_t rf_http_server_inflight(const struct rf_http_server *srv)
+{
+    return srv->inflight;
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct rf_http_server *srv = h->data;
+
+    if (--srv->closing == 0) {
+        free(srv);
+    }
+}
+
+void rf_http_server_stop(struct rf_http_server *srv)
+{
+    if (srv == NULL) {
+        return;
+    }
+    for (struct rf_http_req *r = srv->reqs; r; r = r->next) {
+        if (r->suspended && r->resp == NULL) {
+            rf_http_respond_error(r, 503, "stopping", "server is stopping");
+        }
+    }
+    (void)MHD_run(srv->d); /* let resumed requests answer */
+    MHD_stop_daemon(srv->d);
+    srv->closing = 3;
+    uv_close((uv_handle_t *)&srv->poll, on_handle_closed);
+    uv_close((uv_handle_t *)&srv->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&srv->sweep, on_handle_closed);
+}
+
+/* --- request accessors and answers -------------------------------------- */
+
+const char *rf_http_method(const struct rf_http_req *req)
+{
+    return req->method;
+}
+
+const char *rf_http_path(const struct rf_http_req *req)
+{
+    return req->path;
+}
+
+const char *rf_http_header(const struct rf_http_req *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->mc, MHD_HEADER_KIND, name);
+}
+
+const char *rf_http_query(const struct rf_http_req *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->mc, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *rf_http_body(const struct rf_http_req *req, size_t *len)
+{
+    *len = req->body_len;
+    return req->body ? req->body : "";
+}
+
+const char *rf_http_client(const struct rf_http_req *req)
+{
+    return req->client;
+}
+
+struct each_ctx {
+    void (*fn)(const char *, const char *, void *);
+    void *arg;
+};
+
+static enum MHD_Result each_header(void *cls, enum MHD_ValueKind kind,
+                                   const char *key, const char *value)
+{
+    struct each_ctx *e = cls;
+
+    e->fn(key, value ? value : "", e->arg);
+    return MHD_YES;
+}
+
+void rf_http_each_header(const struct rf_http_req *req,
+                         void (*fn)(const char *name, const char *value,
+                                    void *arg),
+                         void *arg)
+{
+    struct each_ctx e = {fn, arg};
+
+    (void)MHD_get_connection_values(req->mc, MHD_HEADER_KIND, each_header,
+                                    &e);
+}
+
+void rf_http_set_data(struct rf_http_req *req, void *data)
+{
+    req->data = data;
+}
+
+void *rf_http_data(const struct rf_http_req *req)
+{
+    return req->data;
+}
+
+int rf_http_answered(const struct rf_http_req *req)
+{
+    return req->resp != NULL;
+}
+
+void rf_http_add_header(struct rf_http_req *req, const char *name,
+                        const char *value)
+{
+    int i = req->extra_n;
+
+    if (i >= MAX_EXTRA_HEADERS) {
+        return;
+    }
+    req->extra_store[i][0] = strdup(name);
+    req->extra_store[i][1] = strdup(value);
+    if (!req->extra_store[i][0] || !req->extra_store[i][1]) {
+        free(req->extra_store[i][0]);
+        free(req->extra_store[i][1]);
+        return;
+    }
+    req->extra_n++;
+}
+
+void rf_http_respond(struct rf_http_req *req, unsigned status,
+                     const char *content_type, const char *body, size_t len)
+{
+    struct MHD_Response *resp;
+
+    if (req->resp != NULL) {
+        return;
+    }
+    resp = MHD_create_response_from_buffer(len, (void *)body,
+                                           MHD_RESPMEM_MUST_COPY);
+    if (resp == NULL) {
+        return; /* the request stays unanswered; MHD times it out */
+    }
+    (void)MHD_add_response_header(resp, "Content-Type", content_type);
+    for (int i = 0; i < req->extra_n; i++) {
+        (void)MHD_add_response_header(resp, req->extra_store[i][0],
+                                      req->extra_store[i][1]);
+    }
+    req->resp = resp;
+    req->status = status;
+    if (req->suspended) {
+        req->suspended = 0;
+        MHD_resume_connection(req->mc);
+        defer_run(req->srv);
+    }
+}
+
+void rf_http_respond_json(struct rf_http_req *req, unsigned status,
+                          const char *json, size_t len)
+{
+    rf_http_respond(req, status, "application/json", json, len);
+}
+
+/* Writes s into out as a JSON string body (without quotes), escaped. */
+static size_t json_escape(char *out, size_t cap, const char *s)
+{
+    size_t n = 0;
+
+    for (; *s && n + 7 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+
+        if (c == '"' || c == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)c;
+        } else if (c < 0x20) {
+            n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
+        } else {
+            out[n++] = (char)c;
+        }
+    }
+    out[n] = '\0';
+    return n;
+}
+
+void rf_http_respond_error(struct rf_http_req *req, unsigned status,
+                           const char *code, const char *fmt, ...)
+{
+    char msg[512], esc[1100], body[1300];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    json_escape(esc, sizeof(esc), msg);
+    n = snprintf(body, sizeof(body),
+                 "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", code, esc);
+    rf_http_respond_json(req, status, body, (size_t)n);
+}

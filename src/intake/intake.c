@@ -1,0 +1,335 @@
+/* Webhook intake: validate, then hand the event to the writer and answer
+ * once it is on disk. */
+#include "referee/intake.h"
+#include "referee/error.h"
+#include "referee/events.h"
+#include "referee/log.h"
+#include "referee/signature.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+/* Headers kept with every event, besides those a source names. */
+static const char *const kept_always[] = {"content-type", "user-agent",
+                                          "webhook-id", "webhook-timestamp",
+                                          NULL};
+/* Never stored, whatever a source asks for: they carry secrets. */
+static const char *const never_kept[] = {"webhook-signature", "authorization",
+                                         "cookie", "proxy-authorization",
+                                         NULL};
+
+struct intake_job {
+    struct rf_write_job job; /* first: the writer hands this back */
+    struct rf_intake *in;
+    struct rf_http_req *req;
+    struct rf_event_put put;
+    char tenant[RF_TENANT_ID_MAX + 1];
+    char source[RF_TENANT_ID_MAX + 1]; /* copied: a reload frees the old */
+    char delivery_id[RF_DELIVERY_ID_MAX + 1];
+    char *headers; /* JSON object text */
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int in_list(const char *const *list, const char *name)
+{
+    for (; *list; list++) {
+        if (strcasecmp(*list, name) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+struct keep_ctx {
+    const struct rf_source *src;
+    cJSON *obj;
+};
+
+static void keep_header(const char *name, const char *value, void *arg)
+{
+    struct keep_ctx *k = arg;
+    int keep = in_list(kept_always, name);
+    char lower[128];
+    size_t i;
+
+    for (size_t j = 0; !keep && j < k->src->nkeep; j++) {
+        keep = strcasecmp(k->src->keep[j], name) == 0;
+    }
+    if (!keep || in_list(never_kept, name) || strlen(name) >= sizeof(lower)) {
+        return;
+    }
+    for (i = 0; name[i]; i++) {
+        lower[i] = (char)(name[i] >= 'A' && name[i] <= 'Z' ? name[i] + 32
+                                                          : name[i]);
+    }
+    lower[i] = '\0';
+    cJSON_AddItemToObject(k->obj, lower, cJSON_CreateString(value));
+}
+
+static char *kept_headers(struct rf_http_req *req, const struct rf_source *s)
+{
+    struct keep_ctx k = {s, cJSON_CreateObject()};
+    char *out;
+
+    if (k.obj == NULL) {
+        return NULL;
+    }
+    rf_http_each_header(req, keep_header, &k);
+    out = cJSON_PrintUnformatted(k.obj);
+    cJSON_Delete(k.obj);
+    return out;
+}
+
+/* Parses body as one JSON value with nothing but whitespace after it. */
+static cJSON *parse_json(const char *body, size_t len)
+{
+    const char *end = NULL;
+    cJSON *v = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+
+    if (v == NULL) {
+        return NULL;
+    }
+    while (end < body + len && strchr(" \t\r\n", *end) && *end) {
+        end++;
+    }
+    if (end != body + len) {
+        cJSON_Delete(v);
+        return NULL;
+    }
+    return v;
+}
+
+/* Follows a dotted path through objects; the leaf must be a string or an
+ * integer. Writes it into out. Returns 0 or RF_ENOTFOUND. */
+static int json_id(const cJSON *v, const char *path, char *out, size_t n)
+{
+    char seg[128];
+
+    while (*path && v) {
+        size_t len = strcspn(path, ".");
+
+        if (len >= sizeof(seg)) {
+            return RF_ENOTFOUND;
+        }
+        memcpy(seg, path, len);
+        seg[len] = '\0';
+        v = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, seg)
+                              : NULL;
+        path += len + (path[len] == '.');
+    }
+    if (cJSON_IsString(v) && v->valuestring[0] &&
+        strlen(v->valuestring) < n) {
+        snprintf(out, n, "%s", v->valuestring);
+        return 0;
+    }
+    if (cJSON_IsNumber(v) && v->valuedouble == (double)(long long)v->valuedouble) {
+        snprintf(out, n, "%lld", (long long)v->valuedouble);
+        return 0;
+    }
+    return RF_ENOTFOUND;
+}
+
+/* Finds the delivery id where the source's settings say it is. Returns 0
+ * (found, or none configured) or RF_ENOTFOUND. */
+static int delivery_id(struct rf_http_req *req, const struct rf_source *s,
+                       const cJSON *json, char *out, size_t n)
+{
+    const char *h;
+
+    out[0] = '\0';
+    switch (s->id_from) {
+    case RF_ID_HEADER:
+        h = rf_http_header(req, s->id_key);
+        if (h == NULL || *h == '\0' || strlen(h) >= n) {
+            /* Only a source that names its id must send it. */
+            return s->id_required ? RF_ENOTFOUND : 0;
+        }
+        snprintf(out, n, "%s", h);
+        return 0;
+    case RF_ID_JSON:
+        return json ? json_id(json, s->id_key, out, n) : RF_ENOTFOUND;
+    default:
+        return 0;
+    }
+}
+
+static int run_job(MDB_txn *txn, struct rf_write_job *job)
+{
+    struct intake_job *j = (struct intake_job *)job;
+
+    return rf_event_put(txn, j->in->store, &j->put);
+}
+
+static void free_job(struct intake_job *j)
+{
+    cJSON_free(j->headers);
+    free(j);
+}
+
+/* Loop thread, after the commit: answer. */
+static void on_written(struct rf_write_job *job)
+{
+    struct intake_job *j = (struct intake_job *)job;
+    char id[RF_EVENT_ID_LEN + 1], body[96];
+    int n;
+
+    if (job->rc != 0) {
+        j->in->stats.failed++;
+        rf_log_error("intake", RF_F("tenant", j->tenant), "cannot store: %s",
+                     rf_strerror(job->rc));
+        rf_http_respond_error(j->req, 503, "store_unavailable",
+                              "the event could not be stored; retry later");
+        free_job(j);
+        return;
+    }
+    rf_event_id(j->put.ev.seq, id);
+    if (j->put.duplicate) {
+        j->in->stats.duplicates++;
+        n = snprintf(body, sizeof(body),
+                     "{\"event_id\":\"%s\",\"duplicate\":true}", id);
+        rf_http_respond_json(j->req, 200, body, (size_t)n);
+    } else {
+        j->in->stats.accepted++;
+        n = snprintf(body, sizeof(body), "{\"event_id\":\"%s\"}", id);
+        rf_http_respond_json(j->req, 202, body, (size_t)n);
+    }
+    rf_log_debug("intake", RF_F("tenant", j->tenant, "event", id), "%s",
+                 j->put.duplicate ? "duplicate" : "stored");
+    free_job(j);
+}
+
+static int check_signature(struct rf_intake *in, struct rf_http_req *req,
+                           const struct rf_source *s, const char *body,
+                           size_t len)
+{
+    int res;
+
+    if (s->secret == NULL) {
+        return 0;
+    }
+    res = rf_signature_verify(s->secret, s->secret_len,
+                              rf_http_header(req, "webhook-id"),
+                              rf_http_header(req, "webhook-timestamp"),
+                              rf_http_header(req, "webhook-signature"), body,
+                              len, (int64_t)time(NULL), in->tolerance_s);
+    if (res != RF_SIG_OK) {
+        rf_http_respond_error(req, 401, rf_signature_code(res), "%s",
+                              rf_signature_message(res));
+        return -1;
+    }
+    return 0;
+}
+
+/* Checks the body and finds the delivery id; answers 400 on failure. */
+static int check_body(struct rf_http_req *req, const struct rf_source *s,
+                      const char *body, size_t len, char *id, size_t idlen)
+{
+    cJSON *json = NULL;
+    int rc;
+
+    if (s->json) {
+        json = parse_json(body, len);
+        if (json == NULL) {
+            rf_http_respond_error(req, 400, "invalid_json",
+                                  "the body is not one valid JSON value");
+            return -1;
+        }
+    }
+    rc = delivery_id(req, s, json, id, idlen);
+    cJSON_Delete(json);
+    if (rc != 0) {
+        rf_http_respond_error(req, 400, "delivery_id_missing",
+                              "the delivery id (%s:%s) is missing or "
+                              "longer than %d bytes",
+                              s->id_from == RF_ID_JSON ? "json" : "header",
+                              s->id_key, RF_DELIVERY_ID_MAX);
+        return -1;
+    }
+    return 0;
+}
+
+static struct intake_job *new_job(struct rf_intake *in,
+                                  struct rf_http_req *req,
+                                  const struct rf_tenant *t,
+                                  const struct rf_source *s)
+{
+    struct intake_job *j = calloc(1, sizeof(*j));
+
+    if (j == NULL) {
+        return NULL;
+    }
+    j->headers = kept_headers(req, s);
+    if (j->headers == NULL) {
+        free(j);
+        return NULL;
+    }
+    j->job.run = run_job;
+    j->job.done = on_written;
+    j->in = in;
+    j->req = req;
+    snprintf(j->tenant, sizeof(j->tenant), "%s", t->id);
+    j->put.tenant = j->tenant;
+    j->put.tenant_len = strlen(j->tenant);
+    j->put.ev.received_ms = now_ms();
+    snprintf(j->source, sizeof(j->source), "%s", s->name);
+    j->put.ev.source = j->source;
+    j->put.ev.source_len = strlen(j->source);
+    j->put.ev.headers = j->headers;
+    j->put.ev.headers_len = strlen(j->headers);
+    j->put.ev.body = rf_http_body(req, &j->put.ev.body_len);
+    return j;
+}
+
+void rf_intake_handle(struct rf_intake *in, struct rf_http_req *req,
+                      const char *tenant, size_t tlen, const char *source,
+                      size_t slen)
+{
+    const struct rf_tenant *t = rf_tenant_find(*in->tenants, tenant, tlen);
+    const struct rf_source *s = t ? rf_source_find(t, source, slen) : NULL;
+    struct intake_job *j;
+    size_t len;
+    const char *body = rf_http_body(req, &len);
+
+    if (t == NULL) {
+        rf_http_respond_error(req, 404, "tenant_not_found", "no such tenant");
+    } else if (t->error != NULL) {
+        rf_http_respond_error(req, 503, "tenant_unavailable",
+                              "the tenant's script failed to load");
+    } else if (s == NULL) {
+        rf_http_respond_error(req, 404, "source_not_found",
+                              "the tenant has no such webhook source");
+    }
+    if (rf_http_answered(req)) {
+        in->stats.rejected++;
+        return;
+    }
+    j = new_job(in, req, t, s);
+    if (j == NULL) {
+        rf_http_respond_error(req, 503, "out_of_memory", "try again later");
+        return;
+    }
+    if (check_signature(in, req, s, body, len) != 0 ||
+        check_body(req, s, body, len, j->delivery_id,
+                   sizeof(j->delivery_id)) != 0) {
+        in->stats.rejected++;
+        free_job(j);
+        return;
+    }
+    if (j->delivery_id[0]) {
+        j->put.delivery_id = j->delivery_id;
+        j->put.delivery_id_len = strlen(j->delivery_id);
+    }
+    rf_writer_submit(in->writer, &j->job);
+}

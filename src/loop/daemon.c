@@ -1,0 +1,309 @@
+/* The daemon's loop: start-up in order, routing, signals, and a graceful
+ * stop that finishes in-flight requests and commits before closing. */
+#include "referee/daemon.h"
+#include "referee/error.h"
+#include "referee/intake.h"
+#include "referee/log.h"
+#include "referee/store.h"
+#include "referee/tenant.h"
+#include "referee/writer.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HEARTBEAT_MS 100
+#define DRAIN_POLL_MS 20
+#define READY_LAG_MS 1000
+
+struct daemon {
+    uv_loop_t loop;
+    const struct rf_config *cfg;
+    struct rf_store *store;
+    struct rf_writer *writer;
+    struct rf_tenants *tenants;
+    struct rf_intake intake;
+    struct rf_http_server *http;
+    uv_signal_t sigint, sigterm, sighup;
+    uv_timer_t heartbeat, drain;
+    uint64_t beat_due;  /* when the heartbeat should fire next */
+    uint64_t lag_ms;    /* how late it fired last time */
+    uint64_t stop_at;   /* when stopping began */
+    int stopping;
+};
+
+/* --- routing ------------------------------------------------------------ */
+
+/* Splits "/t/{tenant}/hooks/{source}" into its two names. */
+static int match_hook(const char *path, const char **t, size_t *tlen,
+                      const char **s, size_t *slen)
+{
+    const char *p;
+
+    if (strncmp(path, "/t/", 3) != 0) {
+        return 0;
+    }
+    *t = path + 3;
+    p = strchr(*t, '/');
+    if (p == NULL || strncmp(p, "/hooks/", 7) != 0) {
+        return 0;
+    }
+    *tlen = (size_t)(p - *t);
+    *s = p + 7;
+    *slen = strlen(*s);
+    return *tlen > 0 && *slen > 0 && strchr(*s, '/') == NULL;
+}
+
+static void answer_health(struct daemon *d, struct rf_http_req *req,
+                          int ready)
+{
+    char body[160];
+    int n, ok = !d->stopping && d->lag_ms < READY_LAG_MS;
+
+    if (!ready) {
+        rf_http_respond_json(req, 200, "{\"status\":\"ok\"}", 15);
+        return;
+    }
+    n = snprintf(body, sizeof(body),
+                 "{\"status\":\"%s\",\"store\":\"open\",\"stopping\":%s,"
+                 "\"loop_lag_ms\":%llu,\"writes_pending\":%zu}",
+                 ok ? "ready" : "not_ready", d->stopping ? "true" : "false",
+                 (unsigned long long)d->lag_ms,
+                 rf_writer_pending(d->writer));
+    rf_http_respond_json(req, ok ? 200 : 503, body, (size_t)n);
+}
+
+static int is_get(const char *m)
+{
+    return strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0;
+}
+
+static void on_headers(struct rf_http_req *req, void *arg)
+{
+    struct daemon *d = arg;
+    const char *path = rf_http_path(req), *m = rf_http_method(req);
+    const char *t, *s;
+    size_t tlen, slen;
+
+    if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0) {
+        if (!is_get(m)) {
+            rf_http_add_header(req, "Allow", "GET, HEAD");
+            rf_http_respond_error(req, 405, "method_not_allowed",
+                                  "use GET");
+            return;
+        }
+        answer_health(d, req, path[1] == 'r');
+        return;
+    }
+    if (match_hook(path, &t, &tlen, &s, &slen)) {
+        if (strcmp(m, "POST") != 0) {
+            rf_http_add_header(req, "Allow", "POST");
+            rf_http_respond_error(req, 405, "method_not_allowed",
+                                  "webhooks are delivered with POST");
+        } else if (rf_tenant_find(d->tenants, t, tlen) == NULL) {
+            rf_http_respond_error(req, 404, "tenant_not_found",
+                                  "no such tenant");
+        }
+        return;
+    }
+    rf_http_respond_error(req, 404, "not_found", "no such endpoint");
+}
+
+static void on_request(struct rf_http_req *req, void *arg)
+{
+    struct daemon *d = arg;
+    const char *t, *s;
+    size_t tlen, slen;
+
+    if (match_hook(rf_http_path(req), &t, &tlen, &s, &slen)) {
+        rf_intake_handle(&d->intake, req, t, tlen, s, slen);
+        return;
+    }
+    rf_http_respond_error(req, 404, "not_found", "no such endpoint");
+}
+
+/* --- heartbeat, reload and stop ---------------------------------------- */
+
+static void on_heartbeat(uv_timer_t *t)
+{
+    struct daemon *d = t->data;
+    uint64_t now = uv_now(t->loop);
+
+    uv_update_time(t->loop);
+    now = uv_now(t->loop);
+    d->lag_ms = now > d->beat_due ? now - d->beat_due : 0;
+    d->beat_due = now + HEARTBEAT_MS;
+}
+
+static void reload_tenants(struct daemon *d)
+{
+    struct rf_tenants *next = NULL;
+    int rc = rf_tenants_load(d->cfg->tenants_dir, &next);
+
+    if (rc != 0) {
+        rf_log_error("tenant", RF_F("dir", d->cfg->tenants_dir),
+                     "reload failed, keeping the old tenants: %s",
+                     rf_strerror(rc));
+        return;
+    }
+    rf_tenants_free(d->tenants);
+    d->tenants = next;
+    rf_log_info("tenant", RF_NOF, "reloaded %zu tenants", next->n);
+}
+
+static void close_handle(uv_handle_t *h)
+{
+    if (!uv_is_closing(h)) {
+        uv_close(h, NULL);
+    }
+}
+
+/* Everything in flight is done (or the drain time ran out): close. */
+static void finish_stop(struct daemon *d)
+{
+    uv_timer_stop(&d->drain);
+    rf_writer_stop(d->writer); /* commits what is queued, answers it */
+    d->writer = NULL;
+    rf_http_server_stop(d->http);
+    d->http = NULL;
+    close_handle((uv_handle_t *)&d->sigint);
+    close_handle((uv_handle_t *)&d->sigterm);
+    close_handle((uv_handle_t *)&d->sighup);
+    close_handle((uv_handle_t *)&d->heartbeat);
+    close_handle((uv_handle_t *)&d->drain);
+}
+
+static void on_drain(uv_timer_t *t)
+{
+    struct daemon *d = t->data;
+    size_t inflight = rf_http_server_inflight(d->http);
+    size_t pending = rf_writer_pending(d->writer);
+
+    if (inflight == 0 && pending == 0) {
+        finish_stop(d);
+        return;
+    }
+    if (uv_now(t->loop) - d->stop_at >= d->cfg->drain_ms) {
+        rf_log_warn("daemon", RF_NOF,
+                    "drain time over with %zu requests and %zu writes in "
+                    "flight; finishing the writes and closing",
+                    inflight, pending);
+        finish_stop(d);
+    }
+}
+
+static void begin_stop(struct daemon *d, int signum)
+{
+    if (d->stopping) {
+        return;
+    }
+    d->stopping = 1;
+    d->stop_at = uv_now(&d->loop);
+    rf_log_info("daemon", RF_F("signal", strsignal(signum)),
+                "stopping: no new connections, finishing in-flight work");
+    rf_http_server_quiesce(d->http);
+    uv_timer_start(&d->drain, on_drain, 0, DRAIN_POLL_MS);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct daemon *d = h->data;
+
+    if (signum == SIGHUP) {
+        rf_log_info("daemon", RF_NOF, "SIGHUP: reloading tenants");
+        reload_tenants(d);
+        return;
+    }
+    begin_stop(d, signum);
+}
+
+/* --- start-up ----------------------------------------------------------- */
+
+static int start_parts(struct daemon *d)
+{
+    const struct rf_config *cfg = d->cfg;
+    struct rf_http_app app = {on_headers, on_request, d};
+    char err[512], host[64];
+    unsigned port;
+    int rc;
+
+    rc = rf_store_open(cfg->data_dir, cfg->sync ? 0 : RF_STORE_NOSYNC,
+                       cfg->map_size, &d->store, err, sizeof(err));
+    if (rc != 0) {
+        rf_log_error("store", RF_F("dir", cfg->data_dir), "%s", err);
+        return rc;
+    }
+    rc = rf_tenants_load(cfg->tenants_dir, &d->tenants);
+    if (rc != 0) {
+        rf_log_error("tenant", RF_F("dir", cfg->tenants_dir),
+                     "cannot read tenants directory: %s", rf_strerror(rc));
+        return rc;
+    }
+    d->writer = rf_writer_start(&d->loop, d->store, cfg->commit, 0);
+    if (d->writer == NULL) {
+        return RF_ENOMEM;
+    }
+    d->intake.store = d->store;
+    d->intake.writer = d->writer;
+    d->intake.tenants = (const struct rf_tenants *const *)&d->tenants;
+    d->intake.tolerance_s = cfg->sig_tolerance_s;
+    (void)rf_config_split_listen(cfg->listen, host, sizeof(host), &port);
+    d->http = rf_http_server_start(&d->loop, host, port, &cfg->http, &app);
+    if (d->http == NULL) {
+        return RF_EIO;
+    }
+    snprintf(err, sizeof(err), "%s:%u", host, rf_http_server_port(d->http));
+    rf_log_info("daemon",
+                RF_F("addr", err, "data", cfg->data_dir, "version",
+                     REFEREE_VERSION),
+                "listening with %zu tenants", d->tenants->n);
+    return 0;
+}
+
+static void start_signals(struct daemon *d)
+{
+    uv_signal_init(&d->loop, &d->sigint);
+    uv_signal_init(&d->loop, &d->sigterm);
+    uv_signal_init(&d->loop, &d->sighup);
+    d->sigint.data = d->sigterm.data = d->sighup.data = d;
+    uv_signal_start(&d->sigint, on_signal, SIGINT);
+    uv_signal_start(&d->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&d->sighup, on_signal, SIGHUP);
+    uv_timer_init(&d->loop, &d->heartbeat);
+    uv_timer_init(&d->loop, &d->drain);
+    d->heartbeat.data = d->drain.data = d;
+    d->beat_due = uv_now(&d->loop) + HEARTBEAT_MS;
+    uv_timer_start(&d->heartbeat, on_heartbeat, HEARTBEAT_MS, HEARTBEAT_MS);
+}
+
+int rf_daemon_run(const struct rf_config *cfg)
+{
+    struct daemon d;
+    int rc, code = 1;
+
+    memset(&d, 0, sizeof(d));
+    d.cfg = cfg;
+    signal(SIGPIPE, SIG_IGN);
+    if (uv_loop_init(&d.loop) != 0) {
+        return 1;
+    }
+    start_signals(&d);
+    rc = start_parts(&d);
+    if (rc == 0) {
+        (void)uv_run(&d.loop, UV_RUN_DEFAULT);
+        code = 0;
+    } else {
+        finish_stop(&d);
+        (void)uv_run(&d.loop, UV_RUN_DEFAULT); /* let handles close */
+    }
+    if (uv_loop_close(&d.loop) != 0) {
+        rf_log_warn("daemon", RF_NOF, "loop closed with live handles");
+    }
+    rf_tenants_free(d.tenants);
+    rf_store_close(d.store);
+    if (code == 0) {
+        rf_log_info("daemon", RF_NOF, "stopped");
+    }
+    return code;
+}

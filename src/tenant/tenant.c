@@ -1,0 +1,466 @@
+/* The tenant registry: loads each tenant folder's tenant.lua in a sandbox
+ * and keeps its checked settings. */
+#include "referee/tenant.h"
+#include "referee/config.h"
+#include "referee/error.h"
+#include "referee/log.h"
+#include "referee/reader.h"
+#include "referee/sandbox.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <lauxlib.h>
+#include <openssl/evp.h>
+
+static const char *const tenant_keys[] = {
+    "sources", "cohort", "capture", "milestone", "reward", NULL};
+static const char *const source_keys[] = {"secret", "id", "format",
+                                          "keep_headers", NULL};
+
+int rf_tenant_id_valid(const char *id, size_t len)
+{
+    if (len == 0 || len > RF_TENANT_ID_MAX) {
+        return 0;
+    }
+    for (size_t i = 0; i < len; i++) {
+        char c = id[i];
+        int ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                 (i > 0 && (c == '-' || c == '_'));
+
+        if (!ok) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void free_source(struct rf_source *s)
+{
+    free(s->name);
+    if (s->secret) {
+        OPENSSL_cleanse(s->secret, s->secret_len);
+        free(s->secret);
+    }
+    free(s->id_key);
+    for (size_t i = 0; i < s->nkeep; i++) {
+        free(s->keep[i]);
+    }
+}
+
+void rf_tenant_free(struct rf_tenant *t)
+{
+    if (t == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < t->nsources; i++) {
+        free_source(&t->sources[i]);
+    }
+    free(t->sources);
+    free(t->id);
+    free(t->dir);
+    free(t->error);
+    free(t);
+}
+
+/* Decodes a Standard Webhooks secret ("whsec_" + base64) or takes the
+ * string's bytes as the key. */
+static int set_secret(struct rf_reader *r, const char *path, const char *s,
+                      struct rf_source *src)
+{
+    size_t n = strlen(s);
+
+    if (n == 0) {
+        return rf_reader_fail(r, path, "must not be empty");
+    }
+    if (strncmp(s, "whsec_", 6) == 0) {
+        size_t b64 = n - 6;
+        int got;
+
+        src->secret = malloc(b64 / 4 * 3 + 3);
+        got = src->secret ? EVP_DecodeBlock(src->secret,
+                                            (const unsigned char *)s + 6,
+                                            (int)b64)
+                          : -1;
+        if (got <= 0 || b64 % 4 != 0) {
+            return rf_reader_fail(r, path, "whsec_ secret is not base64");
+        }
+        /* EVP_DecodeBlock counts padding bytes as data; drop them. */
+        got -= (s[n - 1] == '=') + (s[n - 2] == '=');
+        src->secret_len = (size_t)got;
+        return 0;
+    }
+    src->secret = (unsigned char *)strdup(s);
+    src->secret_len = n;
+    return src->secret ? 0 : RF_ENOMEM;
+}
+
+static int read_id(struct rf_reader *r, const char *path,
+                   struct rf_source *src)
+{
+    char *spec = NULL;
+    int rc = rf_reader_string(r, -1, path, "id", &spec, 0);
+    char full[256];
+
+    rf_reader_join(full, sizeof(full), path, "id");
+    if (rc != 0 || spec == NULL) {
+        src->id_from = RF_ID_HEADER; /* the Standard Webhooks default */
+        rc = rc ? rc : rf_config_set_string(&src->id_key, "webhook-id");
+        free(spec);
+        return rc;
+    }
+    if (strncmp(spec, "header:", 7) == 0 && spec[7]) {
+        src->id_from = RF_ID_HEADER;
+        rc = rf_config_set_string(&src->id_key, spec + 7);
+    } else if (strncmp(spec, "json:", 5) == 0 && spec[5]) {
+        src->id_from = RF_ID_JSON;
+        rc = rf_config_set_string(&src->id_key, spec + 5);
+    } else if (strcmp(spec, "none") == 0) {
+        src->id_from = RF_ID_NONE;
+    } else {
+        rc = rf_reader_fail(r, full,
+                            "expected \"header:NAME\", \"json:PATH\" or "
+                            "\"none\", got \"%s\"",
+                            spec);
+    }
+    src->id_required = src->id_from != RF_ID_NONE;
+    free(spec);
+    return rc;
+}
+
+static int read_format(struct rf_reader *r, const char *path,
+                       struct rf_source *src)
+{
+    char *fmt = NULL, full[256];
+    int rc = rf_reader_string(r, -1, path, "format", &fmt, 0);
+
+    src->json = 1;
+    if (rc == 0 && fmt != NULL) {
+        if (strcmp(fmt, "raw") == 0) {
+            src->json = 0;
+        } else if (strcmp(fmt, "json") != 0) {
+            rc = rf_reader_fail(r, rf_reader_join(full, sizeof(full), path,
+                                                  "format"),
+                                "expected \"json\" or \"raw\"");
+        }
+    }
+    free(fmt);
+    return rc;
+}
+
+static int read_keep(struct rf_reader *r, const char *path,
+                     struct rf_source *src)
+{
+    lua_State *L = r->L;
+    char full[256];
+    int t = lua_getfield(L, -1, "keep_headers"), rc = 0;
+    lua_Integer n;
+
+    rf_reader_join(full, sizeof(full), path, "keep_headers");
+    if (t == LUA_TNIL) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    if (t != LUA_TTABLE) {
+        lua_pop(L, 1);
+        return rf_reader_fail(r, full, "expected a list of header names");
+    }
+    n = (lua_Integer)lua_rawlen(L, -1);
+    if (n > RF_SOURCE_KEEP_MAX) {
+        rc = rf_reader_fail(r, full, "at most %d headers",
+                            RF_SOURCE_KEEP_MAX);
+    }
+    for (lua_Integer i = 1; rc == 0 && i <= n; i++) {
+        if (lua_rawgeti(L, -1, i) != LUA_TSTRING) {
+            rc = rf_reader_fail(r, full, "item %lld is not a string",
+                                (long long)i);
+        } else {
+            src->keep[src->nkeep] = strdup(lua_tostring(L, -1));
+            rc = src->keep[src->nkeep++] ? 0 : RF_ENOMEM;
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
+/* Reads the source table at -1 named `name`. */
+static int read_source(struct rf_reader *r, const char *name,
+                       struct rf_source *src)
+{
+    char path[128], *secret = NULL;
+    int rc;
+
+    snprintf(path, sizeof(path), "sources.%s", name);
+    if (!rf_tenant_id_valid(name, strlen(name))) {
+        return rf_reader_fail(r, path, "source names use a-z, 0-9, - and _");
+    }
+    if (!lua_istable(r->L, -1)) {
+        return rf_reader_fail(r, path, "expected a table");
+    }
+    src->name = strdup(name);
+    if (src->name == NULL) {
+        return RF_ENOMEM;
+    }
+    rc = rf_reader_known_keys(r, -1, path, source_keys);
+    if (rc == 0) {
+        rc = rf_reader_string(r, -1, path, "secret", &secret, 0);
+    }
+    if (rc == 0 && secret) {
+        char full[160];
+
+        rc = set_secret(r, rf_reader_join(full, sizeof(full), path, "secret"),
+                        secret, src);
+    }
+    if (secret) {
+        OPENSSL_cleanse(secret, strlen(secret));
+        free(secret);
+    }
+    if (rc == 0) {
+        rc = read_id(r, path, src);
+    }
+    if (rc == 0) {
+        rc = read_format(r, path, src);
+    }
+    if (rc == 0) {
+        rc = read_keep(r, path, src);
+    }
+    return rc;
+}
+
+static int read_sources(struct rf_reader *r, struct rf_tenant *t)
+{
+    lua_State *L = r->L;
+    int type = lua_getfield(L, -1, "sources"), rc = 0;
+    size_t cap = 0;
+
+    if (type == LUA_TNIL) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    if (type != LUA_TTABLE) {
+        lua_pop(L, 1);
+        return rf_reader_fail(r, "sources", "expected a table");
+    }
+    lua_pushnil(L);
+    while (rc == 0 && lua_next(L, -2) != 0) {
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            rc = rf_reader_fail(r, "sources", "keys must be source names");
+        } else if (t->nsources == cap) {
+            struct rf_source *v;
+
+            cap = cap ? cap * 2 : 4;
+            v = realloc(t->sources, cap * sizeof(*v));
+            rc = v ? 0 : RF_ENOMEM;
+            t->sources = v ? v : t->sources;
+        }
+        if (rc == 0) {
+            struct rf_source *s = &t->sources[t->nsources++];
+
+            memset(s, 0, sizeof(*s));
+            rc = read_source(r, lua_tostring(L, -2), s);
+        }
+        lua_pop(L, 1);
+    }
+    if (rc != 0) {
+        lua_pop(L, 1); /* the key lua_next left */
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
+static int read_tenant(struct rf_reader *r, struct rf_tenant *t)
+{
+    int rc;
+
+    if (!lua_istable(r->L, -1)) {
+        snprintf(r->err, sizeof(r->err),
+                 "%s:1: tenant.lua must return a table of settings, not %s",
+                 r->file, luaL_typename(r->L, -1));
+        return RF_ECONFIG;
+    }
+    rc = rf_reader_known_keys(r, -1, "", tenant_keys);
+    if (rc == 0) {
+        rc = read_sources(r, t);
+    }
+    return rc;
+}
+
+int rf_tenant_load(const char *dir, const char *id, struct rf_tenant **out,
+                   char *err, size_t errlen)
+{
+    struct rf_tenant *t = calloc(1, sizeof(*t));
+    struct rf_sandbox *sb = NULL;
+    struct rf_reader r = {0};
+    char path[4096];
+    int rc = RF_ENOMEM;
+
+    if (t == NULL || (t->id = strdup(id)) == NULL ||
+        (t->dir = strdup(dir)) == NULL ||
+        (sb = rf_sandbox_new(NULL, RF_SANDBOX_CONFIG)) == NULL) {
+        snprintf(err, errlen, "%s: out of memory", dir);
+        goto fail;
+    }
+    snprintf(path, sizeof(path), "%s/tenant.lua", dir);
+    rf_reader_add_env(rf_sandbox_state(sb));
+    rc = rf_sandbox_run_file(sb, path, err, errlen);
+    if (rc != 0) {
+        goto fail;
+    }
+    rc = rf_reader_init(&r, rf_sandbox_state(sb), path);
+    if (rc == 0) {
+        rc = read_tenant(&r, t);
+        if (rc != 0) {
+            snprintf(err, errlen, "%s", r.err);
+        }
+    }
+    rf_reader_cleanup(&r);
+    if (rc != 0) {
+        goto fail;
+    }
+    rf_sandbox_free(sb);
+    *out = t;
+    return 0;
+fail:
+    rf_sandbox_free(sb);
+    rf_tenant_free(t);
+    return rc;
+}
+
+static int cmp_tenant(const void *a, const void *b)
+{
+    return strcmp(((const struct rf_tenant *)a)->id,
+                  ((const struct rf_tenant *)b)->id);
+}
+
+/* Adds the tenant in folder `name`, or a placeholder holding its error. */
+static int add_tenant(struct rf_tenants *ts, const char *dir,
+                      const char *name)
+{
+    char path[4096], err[512];
+    struct rf_tenant *t = NULL;
+    struct stat st;
+    int rc;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode) ||
+        !rf_tenant_id_valid(name, strlen(name))) {
+        return 0;
+    }
+    rc = rf_tenant_load(path, name, &t, err, sizeof(err));
+    if (rc != 0) {
+        rf_log_error("tenant", RF_F("tenant", name), "cannot load: %s", err);
+        t = calloc(1, sizeof(*t));
+        if (t == NULL || !(t->id = strdup(name)) ||
+            !(t->dir = strdup(path)) || !(t->error = strdup(err))) {
+            rf_tenant_free(t);
+            return RF_ENOMEM;
+        }
+    }
+    ts->v[ts->n++] = *t;
+    free(t); /* its members now belong to ts->v */
+    return 0;
+}
+
+int rf_tenants_load(const char *dir, struct rf_tenants **out)
+{
+    struct rf_tenants *ts = calloc(1, sizeof(*ts));
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    size_t cap = 0;
+    int rc = 0;
+
+    if (d == NULL || ts == NULL) {
+        rc = d == NULL ? -errno : RF_ENOMEM;
+        goto out;
+    }
+    while (rc == 0 && (e = readdir(d)) != NULL) {
+        if (ts->n == cap) {
+            struct rf_tenant *v;
+
+            cap = cap ? cap * 2 : 16;
+            v = realloc(ts->v, cap * sizeof(*v));
+            if (v == NULL) {
+                rc = RF_ENOMEM;
+                break;
+            }
+            ts->v = v;
+        }
+        rc = add_tenant(ts, dir, e->d_name);
+    }
+    if (rc == 0 && ts->n > 1) {
+        qsort(ts->v, ts->n, sizeof(*ts->v), cmp_tenant);
+    }
+out:
+    if (d) {
+        closedir(d);
+    }
+    if (rc != 0) {
+        rf_tenants_free(ts);
+        ts = NULL;
+    }
+    *out = ts;
+    return rc;
+}
+
+void rf_tenants_free(struct rf_tenants *ts)
+{
+    if (ts == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < ts->n; i++) {
+        struct rf_tenant *t = &ts->v[i];
+
+        for (size_t j = 0; j < t->nsources; j++) {
+            free_source(&t->sources[j]);
+        }
+        free(t->sources);
+        free(t->id);
+        free(t->dir);
+        free(t->error);
+    }
+    free(ts->v);
+    free(ts);
+}
+
+const struct rf_tenant *rf_tenant_find(const struct rf_tenants *ts,
+                                       const char *id, size_t len)
+{
+    size_t lo = 0, hi = ts->n;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const char *k = ts->v[mid].id;
+        int c = strncmp(k, id, len);
+
+        if (c == 0 && k[len] != '\0') {
+            c = 1;
+        }
+        if (c == 0) {
+            return &ts->v[mid];
+        }
+        if (c < 0) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return NULL;
+}
+
+const struct rf_source *rf_source_find(const struct rf_tenant *t,
+                                       const char *name, size_t len)
+{
+    for (size_t i = 0; i < t->nsources; i++) {
+        const char *n = t->sources[i].name;
+
+        if (strncmp(n, name, len) == 0 && n[len] == '\0') {
+            return &t->sources[i];
+        }
+    }
+    return NULL;
+}
