@@ -3,6 +3,7 @@
 
 SANITIZE ?= 0
 WERROR ?= 0
+MAKEFLAGS += --no-print-directory
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
 ifeq ($(SANITIZE),1)

@@ -1,0 +1,270 @@
+/* Config and tenant settings: values read, and errors that name the file,
+ * the line and the setting. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#include "referee/config.h"
+#include "referee/error.h"
+#include "referee/tenant.h"
+
+static char dir[64];
+
+static int make_dir(void **state)
+{
+    snprintf(dir, sizeof(dir), "/tmp/rf-test-config-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    return 0;
+}
+
+static int remove_dir(void **state)
+{
+    char cmd[128];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+    return 0;
+}
+
+/* Writes text to dir/name and returns the path (static buffer). */
+static const char *write_file(const char *name, const char *text)
+{
+    static char path[256];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+/* Loads text as a config; returns rc and leaves the error in err. */
+static int load(const char *text, struct rf_config *cfg, char *err)
+{
+    const char *path = write_file("referee.lua", text);
+
+    assert_int_equal(rf_config_defaults(cfg), 0);
+    return rf_config_load(cfg, path, err, 512);
+}
+
+static void test_values_read(void **state)
+{
+    struct rf_config cfg;
+    char err[512];
+
+    assert_int_equal(load("return {\n"
+                          "  listen = '127.0.0.1:9001',\n"
+                          "  data = '/var/lib/referee',\n"
+                          "  log = { level = 'debug', format = 'json' },\n"
+                          "  limits = { body_max = 4096, drain_ms = 500 },\n"
+                          "  store = { map_size_mb = 8, sync = false,\n"
+                          "            commit = 'inline' },\n"
+                          "}\n",
+                          &cfg, err),
+                     0);
+    assert_string_equal(cfg.listen, "127.0.0.1:9001");
+    assert_string_equal(cfg.data_dir, "/var/lib/referee");
+    assert_string_equal(cfg.tenants_dir, "./tenants");
+    assert_int_equal(cfg.log_level, RF_LOG_DEBUG);
+    assert_int_equal(cfg.log_format, RF_LOG_JSON);
+    assert_int_equal(cfg.http.body_max, 4096);
+    assert_int_equal(cfg.http.header_max, 16 * 1024);
+    assert_int_equal(cfg.drain_ms, 500);
+    assert_int_equal(cfg.map_size, 8 << 20);
+    assert_int_equal(cfg.sync, 0);
+    assert_int_equal(cfg.commit, RF_WRITER_INLINE);
+    rf_config_cleanup(&cfg);
+}
+
+static void expect_error(const char *text, int rc_want, const char *want)
+{
+    struct rf_config cfg;
+    char err[512], full[600];
+
+    assert_int_equal(load(text, &cfg, err), rc_want);
+    snprintf(full, sizeof(full), "%s/%s", dir, want);
+    if (strcmp(err, full) != 0) {
+        print_error("got:  %s\nwant: %s\n", err, full);
+        fail();
+    }
+    rf_config_cleanup(&cfg);
+}
+
+static void test_wrong_type_names_line(void **state)
+{
+    expect_error("return {\n"
+                 "  listen = '127.0.0.1:9001',\n"
+                 "  limits = {\n"
+                 "    header_max = 8192,\n"
+                 "    body_max = 'big',\n"
+                 "  },\n"
+                 "}\n",
+                 RF_ECONFIG,
+                 "referee.lua:5: setting 'limits.body_max': expected an "
+                 "integer, got string");
+}
+
+static void test_unknown_setting(void **state)
+{
+    expect_error("return {\n"
+                 "  listen = '127.0.0.1:9001',\n"
+                 "  store = { sync = true },\n"
+                 "  lisen = 'typo',\n"
+                 "}\n",
+                 RF_ECONFIG, "referee.lua:4: setting 'lisen': unknown setting");
+}
+
+static void test_out_of_range_and_enum(void **state)
+{
+    expect_error("return { store = {\n  commit = 'sometimes' } }\n",
+                 RF_ECONFIG,
+                 "referee.lua:2: setting 'store.commit': expected group or "
+                 "inline");
+    expect_error("return {\n\n  listen = 'localhost'\n}\n", RF_ECONFIG,
+                 "referee.lua:3: setting 'listen': expected \"host:port\", "
+                 "got \"localhost\"");
+    expect_error("return { limits = { connections_max = 0 } }\n", RF_ECONFIG,
+                 "referee.lua:1: setting 'limits.connections_max': must be "
+                 "between 1 and 1000000");
+}
+
+static void test_syntax_and_runtime_errors(void **state)
+{
+    expect_error("return {\n  listen = '127.0.0.1:1'\n  data = 'x'\n}\n",
+                 RF_EPARSE,
+                 "referee.lua:3: '}' expected (to close '{' at line 1) near "
+                 "'data'");
+    expect_error("local t = {}\nreturn { data = t.x.y }\n", RF_ESCRIPT,
+                 "referee.lua:2: attempt to index a nil value (field 'x')");
+    expect_error("return 42\n", RF_ECONFIG,
+                 "referee.lua:1: the file must return a table of settings, "
+                 "not number");
+}
+
+static void test_sandbox_has_no_io_or_os(void **state)
+{
+    expect_error("return { data = io.open('/etc/passwd'):read('a') }\n",
+                 RF_ESCRIPT,
+                 "referee.lua:1: attempt to index a nil value (global 'io')");
+    expect_error("return { data = os.getenv('HOME') }\n", RF_ESCRIPT,
+                 "referee.lua:1: attempt to index a nil value (global 'os')");
+    expect_error("return { data = require('x') }\n", RF_ESCRIPT,
+                 "referee.lua:1: attempt to call a nil value (global "
+                 "'require')");
+}
+
+static void test_env_function(void **state)
+{
+    struct rf_config cfg;
+    char err[512];
+
+    setenv("RF_TEST_DATA_DIR", "/srv/rf", 1);
+    assert_int_equal(load("return { data = env('RF_TEST_DATA_DIR') }\n", &cfg,
+                          err),
+                     0);
+    assert_string_equal(cfg.data_dir, "/srv/rf");
+    rf_config_cleanup(&cfg);
+    expect_error("return { data = env('RF_TEST_UNSET_VAR') }\n", RF_ESCRIPT,
+                 "referee.lua:1: environment variable RF_TEST_UNSET_VAR is "
+                 "not set");
+}
+
+/* --- tenants ------------------------------------------------------------ */
+
+static void write_tenant(const char *id, const char *text)
+{
+    char sub[160];
+
+    snprintf(sub, sizeof(sub), "%s/tenants", dir);
+    mkdir(sub, 0700);
+    snprintf(sub, sizeof(sub), "tenants/%s", id);
+    {
+        char full[256];
+
+        snprintf(full, sizeof(full), "%s/%s", dir, sub);
+        mkdir(full, 0700);
+    }
+    snprintf(sub, sizeof(sub), "tenants/%s/tenant.lua", id);
+    write_file(sub, text);
+}
+
+static void test_tenants_loaded(void **state)
+{
+    struct rf_tenants *ts = NULL;
+    const struct rf_tenant *t;
+    const struct rf_source *s;
+    char tdir[160];
+
+    write_tenant("acme", "return {\n"
+                         "  sources = {\n"
+                         "    shop = { secret = 'whsec_aGVsbG8gd29ybGQ=',\n"
+                         "             keep_headers = { 'X-Topic' } },\n"
+                         "    crm = { id = 'json:data.id', format = 'raw' },\n"
+                         "  },\n"
+                         "}\n");
+    write_tenant("broken", "return {\n  sources = {\n"
+                           "    shop = { id = 'body:x' },\n  },\n}\n");
+    snprintf(tdir, sizeof(tdir), "%s/tenants", dir);
+    assert_int_equal(rf_tenants_load(tdir, &ts), 0);
+    assert_int_equal(ts->n, 2);
+
+    t = rf_tenant_find(ts, "acme", 4);
+    assert_non_null(t);
+    assert_null(t->error);
+    s = rf_source_find(t, "shop", 4);
+    assert_non_null(s);
+    assert_int_equal(s->secret_len, 11);
+    assert_memory_equal(s->secret, "hello world", 11);
+    assert_int_equal(s->id_from, RF_ID_HEADER);
+    assert_string_equal(s->id_key, "webhook-id");
+    assert_int_equal(s->json, 1);
+    assert_int_equal(s->nkeep, 1);
+    s = rf_source_find(t, "crm", 3);
+    assert_int_equal(s->id_from, RF_ID_JSON);
+    assert_string_equal(s->id_key, "data.id");
+    assert_int_equal(s->json, 0);
+    assert_null(s->secret);
+    assert_null(rf_source_find(t, "cr", 2));
+
+    t = rf_tenant_find(ts, "broken", 6);
+    assert_non_null(t);
+    assert_non_null(t->error);
+    assert_non_null(strstr(t->error,
+                           "tenant.lua:3: setting 'sources.shop.id': expected"));
+    assert_null(rf_tenant_find(ts, "acm", 3));
+    rf_tenants_free(ts);
+}
+
+static void test_tenant_id_rules(void **state)
+{
+    assert_true(rf_tenant_id_valid("acme-eu_2", 9));
+    assert_false(rf_tenant_id_valid("Acme", 4));
+    assert_false(rf_tenant_id_valid("-acme", 5));
+    assert_false(rf_tenant_id_valid("a/b", 3));
+    assert_false(rf_tenant_id_valid("", 0));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_values_read),
+        cmocka_unit_test(test_wrong_type_names_line),
+        cmocka_unit_test(test_unknown_setting),
+        cmocka_unit_test(test_out_of_range_and_enum),
+        cmocka_unit_test(test_syntax_and_runtime_errors),
+        cmocka_unit_test(test_sandbox_has_no_io_or_os),
+        cmocka_unit_test(test_env_function),
+        cmocka_unit_test(test_tenants_loaded),
+        cmocka_unit_test(test_tenant_id_rules),
+    };
+
+    return cmocka_run_group_tests(tests, make_dir, remove_dir);
+}
