@@ -348,7 +348,10 @@ static uint64_t deadline_of(const struct rf_http_server *srv,
     case PHASE_BODY:
         return srv->lim.body_timeout_ms;
     case PHASE_IDLE:
-        /* The next request's headers must be in within this too. */
+        /* Limitation: MHD does not tell us when the next request's first
+         * byte arrives, so on a kept-alive connection the next headers get
+         * keepalive_idle_ms + header_timeout_ms from the last answer
+         * (docs/limitations.md). */
         return (uint64_t)srv->lim.keepalive_idle_ms +
                srv->lim.header_timeout_ms;
     default:
@@ -407,6 +410,9 @@ static void on_poll(uv_poll_t *p, int status, int events)
     run_mhd(p->data);
 }
 
+/* Limitation: answers MHD produces itself (unparseable request, headers
+ * over the limit, broken chunking) carry its HTML body, not our JSON error
+ * shape; 0.9.75 has no hook to replace them (docs/limitations.md). */
 static void mhd_logger(void *cls, const char *fmt, va_list ap)
 {
     char msg[256];
@@ -456,6 +462,9 @@ struct rf_http_server *rf_http_server_start(uv_loop_t *loop, const char *host,
     srv->lim = *limits;
     srv->app = *app;
     sa.sin_port = htons((uint16_t)port);
+    /* Limitation: IPv4 only; IPv6 needs MHD_USE_IPv6 and "[::1]:port"
+     * parsing, and edge hosts behind a balancer use IPv4 inside
+     * (docs/limitations.md). */
     if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
         rf_log_error("http", RF_F("addr", host), "not an IPv4 address");
         goto fail;

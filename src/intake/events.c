@@ -174,6 +174,11 @@ int rf_event_put(MDB_txn *txn, const struct rf_store *st,
     if (rc == 0) {
         rc = store_event(txn, st, p);
     }
+    /* Limitation: delivery ids are kept forever, so the dedup database
+     * grows with traffic; operators see it only as disk use after many
+     * millions of deliveries. Pruning needs the event retention policy the
+     * workflow defines; the fix is a per-source retention window pruned by
+     * a periodic job (docs/limitations.md). */
     if (rc == 0 && p->delivery_id) {
         rf_store_put_be64(seqbuf, p->ev.seq);
         dv.mv_size = 8;

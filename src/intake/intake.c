@@ -134,7 +134,11 @@ static int json_id(const cJSON *v, const char *path, char *out, size_t n)
         snprintf(out, n, "%s", v->valuestring);
         return 0;
     }
-    if (cJSON_IsNumber(v) && v->valuedouble == (double)(long long)v->valuedouble) {
+    /* Limitation: cJSON holds numbers as doubles, so an integer id above
+     * 2^53 may collide with a neighbour; senders use string ids in
+     * practice (docs/limitations.md). */
+    if (cJSON_IsNumber(v) &&
+        v->valuedouble == (double)(long long)v->valuedouble) {
         snprintf(out, n, "%lld", (long long)v->valuedouble);
         return 0;
     }

@@ -128,7 +128,7 @@ static void on_request(struct rf_http_req *req, void *arg)
 static void on_heartbeat(uv_timer_t *t)
 {
     struct daemon *d = t->data;
-    uint64_t now = uv_now(t->loop);
+    uint64_t now;
 
     uv_update_time(t->loop);
     now = uv_now(t->loop);
