@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <curl/curl.h>
+
 struct command {
     const char *name;
     const char *summary;
@@ -158,6 +160,7 @@ int main(int argc, char **argv)
         return cmd_version(0, NULL);
     }
     c = find(argv[1]);
+    curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread starts */
     if (c == NULL) {
         fprintf(stderr, "referee: unknown command '%s' (see 'referee "
                         "--help')\n",
