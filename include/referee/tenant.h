@@ -18,7 +18,21 @@
 
 #include <stddef.h>
 
+#include "referee/http_client.h"
+#include "referee/reader.h"
+#include "referee/sandbox.h"
+
 #define RF_TENANT_ID_MAX 64
+#define RF_TENANT_HOSTS_MAX 32
+
+/* The hooks a tenant script may define (DESIGN.md, "Scripts"). */
+enum rf_hook {
+    RF_HOOK_COHORT = 0,
+    RF_HOOK_CAPTURE,
+    RF_HOOK_MILESTONE,
+    RF_HOOK_REWARD,
+    RF_HOOK_COUNT
+};
 #define RF_SOURCE_KEEP_MAX 16
 
 enum rf_id_from { RF_ID_NONE = 0, RF_ID_HEADER, RF_ID_JSON };
@@ -33,14 +47,28 @@ struct rf_source {
     int json;              /* body must be JSON */
     char *keep[RF_SOURCE_KEEP_MAX]; /* extra header names to store */
     size_t nkeep;
+    char *hook;            /* function run for each stored event, or NULL */
 };
 
 struct rf_tenant {
     char *id;
     char *dir;
     char *error; /* NULL when loaded; otherwise why it is unavailable */
+    char version[17]; /* first 16 hex digits of SHA-256 of tenant.lua */
     struct rf_source *sources;
     size_t nsources;
+    unsigned hooks;   /* bit (1 << enum rf_hook) for each hook defined */
+    size_t mem_max;   /* sandbox memory cap, bytes (0: default) */
+    unsigned cpu_ms;  /* CPU budget per hook call (0: default) */
+    struct rf_http_allow allow[RF_TENANT_HOSTS_MAX]; /* strings owned */
+    size_t nallow;
+};
+
+/* What loading a tenant needs from the process. */
+struct rf_tenant_env {
+    const char *const *plugin_path; /* NULL-terminated; borrowed */
+    size_t mem_max;                 /* default cap when a tenant sets none */
+    unsigned cpu_ms;                /* default budget */
 };
 
 struct rf_tenants {
@@ -48,17 +76,30 @@ struct rf_tenants {
     size_t n;
 };
 
-/* Loads every tenant folder under `dir`. A tenant that fails to load is
+/* Loads every tenant folder under `dir` (`env` may be NULL). A tenant that fails to load is
  * kept with its error (and logged); only an unreadable `dir` fails the
  * whole call, returning -errno. Caller owns *out; free with
  * rf_tenants_free(). */
-int rf_tenants_load(const char *dir, struct rf_tenants **out);
+int rf_tenants_load(const char *dir, const struct rf_tenant_env *env,
+                    struct rf_tenants **out);
 
-/* Loads one tenant folder. On failure returns RF_ECONFIG (or another code)
- * and writes "file:line: cause" into err. Caller owns *out on success;
- * free with rf_tenant_free(). */
-int rf_tenant_load(const char *dir, const char *id, struct rf_tenant **out,
-                   char *err, size_t errlen);
+/* Loads one tenant folder: runs tenant.lua in a new sandbox made for tenant
+ * scripts (plugins on env's path, the script API, env() and file()) and
+ * checks its settings. On failure returns RF_ECONFIG (or another code) and
+ * writes "file:line: cause" into err. On success the caller owns *out (free
+ * with rf_tenant_free()) and, when `sb` is not NULL, the sandbox in *sb
+ * with the settings table on its stack top (free with rf_sandbox_free());
+ * otherwise the sandbox is freed. `env` may be NULL for the defaults. */
+int rf_tenant_load(const char *dir, const char *id,
+                   const struct rf_tenant_env *env, struct rf_tenant **out,
+                   struct rf_sandbox **sb, char *err, size_t errlen);
+
+/* Reads and checks the settings table at the top of r->L into t. Returns 0
+ * or RF_ECONFIG with r->err set. */
+int rf_tenant_read(struct rf_reader *r, struct rf_tenant *t);
+
+/* Name of a hook ("cohort"...). */
+const char *rf_hook_name(enum rf_hook h);
 
 /* Frees a registry or a single tenant. Accept NULL. */
 void rf_tenants_free(struct rf_tenants *ts);

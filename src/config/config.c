@@ -265,6 +265,7 @@ int rf_config_load(struct rf_config *cfg, const char *path, char *err,
     rf_reader_add_env(rf_sandbox_state(sb));
     rc = rf_sandbox_run_file(sb, path, err, errlen);
     if (rc != 0) {
+        err[strcspn(err, "\n")] = '\0'; /* a config needs no traceback */
         goto out;
     }
     rc = rf_reader_init(&r, rf_sandbox_state(sb), path);

@@ -23,6 +23,7 @@ struct daemon {
     struct rf_store *store;
     struct rf_writer *writer;
     struct rf_tenants *tenants;
+    struct rf_tenant_env tenant_env;
     struct rf_intake intake;
     struct rf_http_server *http;
     uv_signal_t sigint, sigterm, sighup;
@@ -139,7 +140,7 @@ static void on_heartbeat(uv_timer_t *t)
 static void reload_tenants(struct daemon *d)
 {
     struct rf_tenants *next = NULL;
-    int rc = rf_tenants_load(d->cfg->tenants_dir, &next);
+    int rc = rf_tenants_load(d->cfg->tenants_dir, &d->tenant_env, &next);
 
     if (rc != 0) {
         rf_log_error("tenant", RF_F("dir", d->cfg->tenants_dir),
@@ -234,7 +235,7 @@ static int start_parts(struct daemon *d)
         rf_log_error("store", RF_F("dir", cfg->data_dir), "%s", err);
         return rc;
     }
-    rc = rf_tenants_load(cfg->tenants_dir, &d->tenants);
+    rc = rf_tenants_load(cfg->tenants_dir, &d->tenant_env, &d->tenants);
     if (rc != 0) {
         rf_log_error("tenant", RF_F("dir", cfg->tenants_dir),
                      "cannot read tenants directory: %s", rf_strerror(rc));

@@ -7,6 +7,8 @@
 #include "referee/reader.h"
 #include "referee/sandbox.h"
 
+#include "internal.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -17,10 +19,8 @@
 #include <lauxlib.h>
 #include <openssl/evp.h>
 
-static const char *const tenant_keys[] = {
-    "sources", "cohort", "capture", "milestone", "reward", NULL};
 static const char *const source_keys[] = {"secret", "id", "format",
-                                          "keep_headers", NULL};
+                                          "keep_headers", "hook", NULL};
 
 int rf_tenant_id_valid(const char *id, size_t len)
 {
@@ -47,9 +47,25 @@ static void free_source(struct rf_source *s)
         free(s->secret);
     }
     free(s->id_key);
+    free(s->hook);
     for (size_t i = 0; i < s->nkeep; i++) {
         free(s->keep[i]);
     }
+}
+
+/* Frees what a tenant owns, not the struct itself. */
+static void free_members(struct rf_tenant *t)
+{
+    for (size_t i = 0; i < t->nsources; i++) {
+        free_source(&t->sources[i]);
+    }
+    free(t->sources);
+    for (size_t i = 0; i < t->nallow; i++) {
+        free((char *)t->allow[i].host);
+    }
+    free(t->id);
+    free(t->dir);
+    free(t->error);
 }
 
 void rf_tenant_free(struct rf_tenant *t)
@@ -57,13 +73,7 @@ void rf_tenant_free(struct rf_tenant *t)
     if (t == NULL) {
         return;
     }
-    for (size_t i = 0; i < t->nsources; i++) {
-        free_source(&t->sources[i]);
-    }
-    free(t->sources);
-    free(t->id);
-    free(t->dir);
-    free(t->error);
+    free_members(t);
     free(t);
 }
 
@@ -229,10 +239,13 @@ static int read_source(struct rf_reader *r, const char *name,
     if (rc == 0) {
         rc = read_keep(r, path, src);
     }
+    if (rc == 0) {
+        rc = rf_reader_string(r, -1, path, "hook", &src->hook, 0);
+    }
     return rc;
 }
 
-static int read_sources(struct rf_reader *r, struct rf_tenant *t)
+int rf__tenant_read_sources(struct rf_reader *r, struct rf_tenant *t)
 {
     lua_State *L = r->L;
     int type = lua_getfield(L, -1, "sources"), rc = 0;
@@ -273,64 +286,6 @@ static int read_sources(struct rf_reader *r, struct rf_tenant *t)
     return rc;
 }
 
-static int read_tenant(struct rf_reader *r, struct rf_tenant *t)
-{
-    int rc;
-
-    if (!lua_istable(r->L, -1)) {
-        snprintf(r->err, sizeof(r->err),
-                 "%s:1: tenant.lua must return a table of settings, not %s",
-                 r->file, luaL_typename(r->L, -1));
-        return RF_ECONFIG;
-    }
-    rc = rf_reader_known_keys(r, -1, "", tenant_keys);
-    if (rc == 0) {
-        rc = read_sources(r, t);
-    }
-    return rc;
-}
-
-int rf_tenant_load(const char *dir, const char *id, struct rf_tenant **out,
-                   char *err, size_t errlen)
-{
-    struct rf_tenant *t = calloc(1, sizeof(*t));
-    struct rf_sandbox *sb = NULL;
-    struct rf_reader r = {0};
-    char path[4096];
-    int rc = RF_ENOMEM;
-
-    if (t == NULL || (t->id = strdup(id)) == NULL ||
-        (t->dir = strdup(dir)) == NULL ||
-        (sb = rf_sandbox_new(NULL, RF_SANDBOX_CONFIG)) == NULL) {
-        snprintf(err, errlen, "%s: out of memory", dir);
-        goto fail;
-    }
-    snprintf(path, sizeof(path), "%s/tenant.lua", dir);
-    rf_reader_add_env(rf_sandbox_state(sb));
-    rc = rf_sandbox_run_file(sb, path, err, errlen);
-    if (rc != 0) {
-        goto fail;
-    }
-    rc = rf_reader_init(&r, rf_sandbox_state(sb), path);
-    if (rc == 0) {
-        rc = read_tenant(&r, t);
-        if (rc != 0) {
-            snprintf(err, errlen, "%s", r.err);
-        }
-    }
-    rf_reader_cleanup(&r);
-    if (rc != 0) {
-        goto fail;
-    }
-    rf_sandbox_free(sb);
-    *out = t;
-    return 0;
-fail:
-    rf_sandbox_free(sb);
-    rf_tenant_free(t);
-    return rc;
-}
-
 static int cmp_tenant(const void *a, const void *b)
 {
     return strcmp(((const struct rf_tenant *)a)->id,
@@ -339,7 +294,7 @@ static int cmp_tenant(const void *a, const void *b)
 
 /* Adds the tenant in folder `name`, or a placeholder holding its error. */
 static int add_tenant(struct rf_tenants *ts, const char *dir,
-                      const char *name)
+                      const char *name, const struct rf_tenant_env *env)
 {
     char path[4096], err[512];
     struct rf_tenant *t = NULL;
@@ -351,7 +306,7 @@ static int add_tenant(struct rf_tenants *ts, const char *dir,
         !rf_tenant_id_valid(name, strlen(name))) {
         return 0;
     }
-    rc = rf_tenant_load(path, name, &t, err, sizeof(err));
+    rc = rf_tenant_load(path, name, env, &t, NULL, err, sizeof(err));
     if (rc != 0) {
         rf_log_error("tenant", RF_F("tenant", name), "cannot load: %s", err);
         t = calloc(1, sizeof(*t));
@@ -366,7 +321,8 @@ static int add_tenant(struct rf_tenants *ts, const char *dir,
     return 0;
 }
 
-int rf_tenants_load(const char *dir, struct rf_tenants **out)
+int rf_tenants_load(const char *dir, const struct rf_tenant_env *env,
+                    struct rf_tenants **out)
 {
     struct rf_tenants *ts = calloc(1, sizeof(*ts));
     DIR *d = opendir(dir);
@@ -390,7 +346,7 @@ int rf_tenants_load(const char *dir, struct rf_tenants **out)
             }
             ts->v = v;
         }
-        rc = add_tenant(ts, dir, e->d_name);
+        rc = add_tenant(ts, dir, e->d_name, env);
     }
     if (rc == 0 && ts->n > 1) {
         qsort(ts->v, ts->n, sizeof(*ts->v), cmp_tenant);
@@ -413,15 +369,7 @@ void rf_tenants_free(struct rf_tenants *ts)
         return;
     }
     for (size_t i = 0; i < ts->n; i++) {
-        struct rf_tenant *t = &ts->v[i];
-
-        for (size_t j = 0; j < t->nsources; j++) {
-            free_source(&t->sources[j]);
-        }
-        free(t->sources);
-        free(t->id);
-        free(t->dir);
-        free(t->error);
+        free_members(&ts->v[i]);
     }
     free(ts->v);
     free(ts);

@@ -1,0 +1,47 @@
+/* The `referee` API that tenant scripts see, module by module. Each opener
+ * pushes its module table; rf_api_open_sync() installs the modules that do
+ * not wait (json, crypto, time, log) as globals of a sandboxed state.
+ *
+ * Lua-facing C functions never hold a heap resource across a call that can
+ * raise a Lua error.
+ */
+#ifndef REFEREE_SCRIPT_API_H
+#define REFEREE_SCRIPT_API_H
+
+#include <stddef.h>
+
+#include <lua.h>
+
+#include <cjson/cJSON.h>
+
+int rf_api_open_json(lua_State *L);
+int rf_api_open_crypto(lua_State *L);
+int rf_api_open_time(lua_State *L);
+int rf_api_open_log(lua_State *L);
+
+/* Sets the globals json, crypto, time and log. */
+void rf_api_open_sync(lua_State *L);
+
+/* Sets the tenant, hook and event that log lines of this state carry.
+ * Strings are copied into the state. Any may be NULL. */
+void rf_api_set_context(lua_State *L, const char *tenant, const char *hook,
+                        const char *event);
+
+/* Converts the Lua value at `idx` to cJSON. Returns NULL and pushes nothing
+ * on failure, writing the reason into err (a cycle, a function, NaN, depth
+ * over 100). Caller owns the result; free with cJSON_Delete(). */
+cJSON *rf_api_to_json(lua_State *L, int idx, char *err, size_t errlen);
+
+/* Pushes a cJSON value as Lua (objects and arrays keep their kind through a
+ * metatable, null becomes json.null). Returns 0, or -1 when the stack or
+ * memory runs out (then nothing is pushed). */
+int rf_api_push_json(lua_State *L, const cJSON *v);
+
+/* Parses JSON text strictly (one value, only whitespace after it), with
+ * integers of more than 15 digits kept as strings so ids never lose
+ * digits. Returns NULL on bad input, writing the reason into err. Caller
+ * owns the result. */
+cJSON *rf_api_parse_json(const char *text, size_t len, char *err,
+                         size_t errlen);
+
+#endif

@@ -1,0 +1,444 @@
+/* json.encode / json.decode for scripts, on cJSON. Arrays and objects keep
+ * their kind through metatables; json.null stands for null; integers with
+ * more than 15 digits are kept as strings so CRM ids never lose digits. */
+#include "referee/script_api.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#define ARRAY_MT "rf.json.array"
+#define OBJECT_MT "rf.json.object"
+#define GUARD_MT "rf.json.guard"
+#define DEPTH_MAX 100
+#define SAFE_DIGITS 15
+
+/* Holds heap memory while Lua calls that may raise run; __gc frees it. */
+struct guard {
+    cJSON *tree;
+    char *text;
+};
+
+static int guard_gc(lua_State *L)
+{
+    struct guard *g = luaL_checkudata(L, 1, GUARD_MT);
+
+    cJSON_Delete(g->tree);
+    cJSON_free(g->text);
+    g->tree = NULL;
+    g->text = NULL;
+    return 0;
+}
+
+static struct guard *push_guard(lua_State *L)
+{
+    struct guard *g = lua_newuserdatauv(L, sizeof(*g), 0);
+
+    g->tree = NULL;
+    g->text = NULL;
+    luaL_setmetatable(L, GUARD_MT);
+    return g;
+}
+
+/* --- parsing ------------------------------------------------------------ */
+
+/* Length of the number token at s (JSON grammar, loosely), and whether it
+ * is an integer with more than SAFE_DIGITS digits. */
+static size_t number_token(const char *s, size_t n, int *big)
+{
+    size_t i = 0, digits = 0;
+    int integer = 1;
+
+    if (i < n && s[i] == '-') {
+        i++;
+    }
+    for (; i < n; i++) {
+        char c = s[i];
+
+        if (c >= '0' && c <= '9') {
+            digits++;
+        } else if (c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-') {
+            integer = 0;
+        } else {
+            break;
+        }
+    }
+    *big = integer && digits > SAFE_DIGITS;
+    return i;
+}
+
+/* Copies text, quoting big integer tokens outside strings. Returns NULL
+ * when there is nothing to quote (or memory ran out: the caller then
+ * parses the original, losing only precision). */
+static char *quote_big_ints(const char *text, size_t len, size_t *outlen)
+{
+    char *out = NULL;
+    size_t o = 0, i = 0;
+    int in_str = 0, changed = 0;
+
+    out = malloc(len * 2 + 1);
+    if (out == NULL) {
+        return NULL;
+    }
+    while (i < len) {
+        char c = text[i];
+        int big;
+        size_t tok;
+
+        if (in_str) {
+            out[o++] = c;
+            if (c == '\\' && i + 1 < len) {
+                out[o++] = text[++i];
+            } else if (c == '"') {
+                in_str = 0;
+            }
+            i++;
+            continue;
+        }
+        if (c == '"') {
+            in_str = 1;
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            tok = number_token(text + i, len - i, &big);
+            if (big) {
+                out[o++] = '"';
+                memcpy(out + o, text + i, tok);
+                o += tok;
+                out[o++] = '"';
+                i += tok;
+                changed = 1;
+                continue;
+            }
+            memcpy(out + o, text + i, tok);
+            o += tok;
+            i += tok;
+            continue;
+        }
+        out[o++] = c;
+        i++;
+    }
+    if (!changed) {
+        free(out);
+        return NULL;
+    }
+    out[o] = '\0';
+    *outlen = o;
+    return out;
+}
+
+cJSON *rf_api_parse_json(const char *text, size_t len, char *err,
+                         size_t errlen)
+{
+    size_t qlen = 0;
+    char *quoted = quote_big_ints(text, len, &qlen);
+    const char *src = quoted ? quoted : text, *end = NULL;
+    size_t n = quoted ? qlen : len;
+    cJSON *v = cJSON_ParseWithLengthOpts(src, n, &end, 0);
+
+    if (v != NULL) {
+        while (end < src + n && strchr(" \t\r\n", *end) && *end) {
+            end++;
+        }
+        if (end != src + n) {
+            cJSON_Delete(v);
+            v = NULL;
+        }
+    }
+    if (v == NULL) {
+        const char *at = end ? end : cJSON_GetErrorPtr();
+        long off = at && at >= src && at <= src + n ? (long)(at - src) : 0;
+
+        snprintf(err, errlen, "invalid JSON near byte %ld", off);
+    }
+    free(quoted);
+    return v;
+}
+
+int rf_api_push_json(lua_State *L, const cJSON *v)
+{
+    int i = 1;
+
+    if (!lua_checkstack(L, 4)) {
+        return -1;
+    }
+    if (cJSON_IsNull(v)) {
+        lua_pushlightuserdata(L, NULL);
+    } else if (cJSON_IsBool(v)) {
+        lua_pushboolean(L, cJSON_IsTrue(v));
+    } else if (cJSON_IsString(v)) {
+        lua_pushstring(L, v->valuestring);
+    } else if (cJSON_IsNumber(v)) {
+        double d = v->valuedouble;
+
+        if (d == floor(d) && fabs(d) < 9007199254740992.0) {
+            lua_pushinteger(L, (lua_Integer)d);
+        } else {
+            lua_pushnumber(L, d);
+        }
+    } else if (cJSON_IsArray(v) || cJSON_IsObject(v)) {
+        int arr = cJSON_IsArray(v);
+
+        lua_createtable(L, arr ? cJSON_GetArraySize(v) : 0,
+                        arr ? 0 : cJSON_GetArraySize(v));
+        luaL_setmetatable(L, arr ? ARRAY_MT : OBJECT_MT);
+        for (const cJSON *c = v->child; c; c = c->next) {
+            if (rf_api_push_json(L, c) != 0) {
+                lua_pop(L, 1);
+                return -1;
+            }
+            if (arr) {
+                lua_rawseti(L, -2, i++);
+            } else {
+                lua_setfield(L, -2, c->string);
+            }
+        }
+    } else {
+        lua_pushnil(L);
+    }
+    return 0;
+}
+
+/* --- encoding ----------------------------------------------------------- */
+
+struct enc {
+    lua_State *L;
+    char *err;
+    size_t errlen;
+};
+
+static cJSON *to_json(struct enc *e, int idx, int depth);
+
+/* 1 when the table's metatable marks it an array, 0 an object, -1 none. */
+static int marked_kind(lua_State *L, int idx)
+{
+    int kind = -1;
+
+    if (lua_getmetatable(L, idx)) {
+        luaL_getmetatable(L, ARRAY_MT);
+        kind = lua_rawequal(L, -1, -2) ? 1 : -1;
+        lua_pop(L, 1);
+        if (kind < 0) {
+            luaL_getmetatable(L, OBJECT_MT);
+            kind = lua_rawequal(L, -1, -2) ? 0 : -1;
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    return kind;
+}
+
+/* Whether the table's keys are exactly 1..n with n > 0. */
+static int is_sequence(lua_State *L, int idx)
+{
+    lua_Integer n = (lua_Integer)lua_rawlen(L, idx), count = 0;
+
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        lua_pop(L, 1);
+        if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 ||
+            lua_tointeger(L, -1) > n) {
+            lua_pop(L, 1);
+            return 0;
+        }
+        count++;
+    }
+    return n > 0 && count == n;
+}
+
+static cJSON *fail(struct enc *e, const char *msg)
+{
+    snprintf(e->err, e->errlen, "%s", msg);
+    return NULL;
+}
+
+static cJSON *array_to_json(struct enc *e, int idx, int depth)
+{
+    lua_State *L = e->L;
+    lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
+    cJSON *arr = cJSON_CreateArray();
+
+    for (lua_Integer i = 1; arr && i <= n; i++) {
+        cJSON *item;
+
+        lua_rawgeti(L, idx, i);
+        item = to_json(e, lua_gettop(L), depth + 1);
+        lua_pop(L, 1);
+        if (item == NULL) {
+            cJSON_Delete(arr);
+            return NULL;
+        }
+        cJSON_AddItemToArray(arr, item);
+    }
+    return arr ? arr : fail(e, "out of memory");
+}
+
+static cJSON *object_to_json(struct enc *e, int idx, int depth)
+{
+    lua_State *L = e->L;
+    cJSON *obj = cJSON_CreateObject();
+    char numkey[32];
+
+    lua_pushnil(L);
+    while (obj && lua_next(L, idx) != 0) {
+        const char *key = numkey;
+        cJSON *item;
+
+        if (lua_type(L, -2) == LUA_TSTRING) {
+            key = lua_tostring(L, -2);
+        } else if (lua_isinteger(L, -2)) {
+            snprintf(numkey, sizeof(numkey), "%lld",
+                     (long long)lua_tointeger(L, -2));
+        } else {
+            lua_pop(L, 2);
+            cJSON_Delete(obj);
+            return fail(e, "object keys must be strings or integers");
+        }
+        item = to_json(e, lua_gettop(L), depth + 1);
+        lua_pop(L, 1);
+        if (item == NULL) {
+            lua_pop(L, 1);
+            cJSON_Delete(obj);
+            return NULL;
+        }
+        cJSON_AddItemToObject(obj, key, item);
+    }
+    return obj ? obj : fail(e, "out of memory");
+}
+
+static cJSON *to_json(struct enc *e, int idx, int depth)
+{
+    lua_State *L = e->L;
+    int kind;
+
+    if (depth > DEPTH_MAX || !lua_checkstack(L, 6)) {
+        return fail(e, "nested deeper than 100 levels (a cycle?)");
+    }
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+        return cJSON_CreateNull();
+    case LUA_TLIGHTUSERDATA:
+        return lua_touserdata(L, idx) == NULL ? cJSON_CreateNull()
+                                              : fail(e, "cannot encode "
+                                                        "userdata");
+    case LUA_TBOOLEAN:
+        return cJSON_CreateBool(lua_toboolean(L, idx));
+    case LUA_TSTRING:
+        return cJSON_CreateString(lua_tostring(L, idx));
+    case LUA_TNUMBER:
+        if (!lua_isinteger(L, idx) && !isfinite(lua_tonumber(L, idx))) {
+            return fail(e, "cannot encode NaN or infinity");
+        }
+        return cJSON_CreateNumber(lua_tonumber(L, idx));
+    case LUA_TTABLE:
+        kind = marked_kind(L, idx);
+        if (kind == 1 || (kind < 0 && is_sequence(L, idx))) {
+            return array_to_json(e, idx, depth);
+        }
+        return object_to_json(e, idx, depth);
+    default:
+        snprintf(e->err, e->errlen, "cannot encode a %s",
+                 luaL_typename(L, idx));
+        return NULL;
+    }
+}
+
+cJSON *rf_api_to_json(lua_State *L, int idx, char *err, size_t errlen)
+{
+    struct enc e = {L, err, errlen};
+
+    return to_json(&e, lua_absindex(L, idx), 0);
+}
+
+/* --- the module --------------------------------------------------------- */
+
+static int l_encode(lua_State *L)
+{
+    struct guard *g;
+    char err[160];
+
+    luaL_checkany(L, 1);
+    g = push_guard(L);
+    g->tree = rf_api_to_json(L, 1, err, sizeof(err));
+    if (g->tree == NULL) {
+        return luaL_error(L, "json.encode: %s", err);
+    }
+    g->text = cJSON_PrintUnformatted(g->tree);
+    if (g->text == NULL) {
+        return luaL_error(L, "json.encode: out of memory");
+    }
+    /* Integers print as integers: cJSON uses %.17g only for fractions. */
+    lua_pushstring(L, g->text);
+    return 1;
+}
+
+static int l_decode(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    struct guard *g = push_guard(L);
+    char err[96];
+
+    g->tree = rf_api_parse_json(s, len, err, sizeof(err));
+    if (g->tree == NULL) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    if (rf_api_push_json(L, g->tree) != 0) {
+        return luaL_error(L, "json.decode: out of memory");
+    }
+    return 1;
+}
+
+static int mark(lua_State *L, const char *mt)
+{
+    if (lua_isnoneornil(L, 1)) {
+        lua_newtable(L);
+    } else {
+        luaL_checktype(L, 1, LUA_TTABLE);
+        lua_settop(L, 1);
+    }
+    luaL_setmetatable(L, mt);
+    return 1;
+}
+
+static int l_array(lua_State *L)
+{
+    return mark(L, ARRAY_MT);
+}
+
+static int l_object(lua_State *L)
+{
+    return mark(L, OBJECT_MT);
+}
+
+int rf_api_open_json(lua_State *L)
+{
+    static const luaL_Reg fns[] = {{"encode", l_encode},
+                                   {"decode", l_decode},
+                                   {"array", l_array},
+                                   {"object", l_object},
+                                   {NULL, NULL}};
+
+    /* __metatable hides the shared metatables from scripts, so that no
+     * script can hang a __gc or __index on every decoded value. */
+    luaL_newmetatable(L, ARRAY_MT);
+    lua_pushliteral(L, "json.array");
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, OBJECT_MT);
+    lua_pushliteral(L, "json.object");
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, GUARD_MT)) {
+        lua_pushcfunction(L, guard_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    luaL_newlib(L, fns);
+    lua_pushlightuserdata(L, NULL);
+    lua_setfield(L, -2, "null");
+    return 1;
+}

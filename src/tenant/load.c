@@ -1,0 +1,435 @@
+/* Loading one tenant: the sandbox tenant scripts run in, the settings that
+ * are not sources (hooks, allowed hosts, limits), and the version hash. */
+#include "referee/error.h"
+#include "referee/reader.h"
+#include "referee/script_api.h"
+#include "referee/tenant.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <openssl/evp.h>
+
+#include "internal.h"
+
+#define SECRET_FILE_MAX 4096
+#define TENANT_DIR_KEY "rf.tenant.dir"
+
+static const char *const known_keys[] = {"sources", "allowed_hosts",
+                                         "limits", NULL};
+static const char *const limit_keys[] = {"memory_mb", "cpu_ms", NULL};
+static const char *const host_keys[] = {"host", "port", "http", "private",
+                                        NULL};
+static const char *const hook_names[RF_HOOK_COUNT] = {"cohort", "capture",
+                                                      "milestone", "reward"};
+
+const char *rf_hook_name(enum rf_hook h)
+{
+    return h < RF_HOOK_COUNT ? hook_names[h] : "?";
+}
+
+/* --- file(): secrets kept in files beside tenant.lua -------------------- */
+
+static int l_file(lua_State *L)
+{
+    const char *rel = luaL_checkstring(L, 1), *dir;
+    char path[4096], buf[SECRET_FILE_MAX + 1];
+    size_t n;
+    FILE *f;
+
+    if (rel[0] == '/' || strstr(rel, "..") != NULL) {
+        return luaL_error(L, "file(): '%s' must be a path inside the tenant "
+                             "folder",
+                          rel);
+    }
+    lua_getfield(L, LUA_REGISTRYINDEX, TENANT_DIR_KEY);
+    dir = lua_tostring(L, -1);
+    snprintf(path, sizeof(path), "%s/%s", dir ? dir : ".", rel);
+    f = fopen(path, "rb");
+    if (f == NULL) {
+        return luaL_error(L, "file(): cannot read '%s': %s", rel,
+                          strerror(errno));
+    }
+    n = fread(buf, 1, sizeof(buf), f);
+    fclose(f);
+    if (n > SECRET_FILE_MAX) {
+        return luaL_error(L, "file(): '%s' is over %d bytes", rel,
+                          SECRET_FILE_MAX);
+    }
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) {
+        n--; /* editors add a final newline; secrets never end in one */
+    }
+    lua_pushlstring(L, buf, n);
+    return 1;
+}
+
+static struct rf_sandbox *tenant_sandbox(const char *dir,
+                                         const struct rf_tenant_env *env,
+                                         size_t mem_max, unsigned cpu_ms)
+{
+    struct rf_sandbox_limits lim = {mem_max, cpu_ms,
+                                    env ? env->plugin_path : NULL};
+    struct rf_sandbox *sb = rf_sandbox_new(&lim, RF_SANDBOX_REQUIRE);
+    lua_State *L;
+
+    if (sb == NULL) {
+        return NULL;
+    }
+    L = rf_sandbox_state(sb);
+    rf_reader_add_env(L);
+    lua_pushstring(L, dir);
+    lua_setfield(L, LUA_REGISTRYINDEX, TENANT_DIR_KEY);
+    lua_register(L, "file", l_file);
+    rf_api_open_sync(L);
+    return sb;
+}
+
+/* --- settings ----------------------------------------------------------- */
+
+/* Whether `name` is the hook of one of the tenant's sources. */
+static int source_hook(const struct rf_tenant *t, const char *name)
+{
+    for (size_t i = 0; i < t->nsources; i++) {
+        if (t->sources[i].hook && strcmp(t->sources[i].hook, name) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int hook_index(const char *name)
+{
+    for (int h = 0; h < RF_HOOK_COUNT; h++) {
+        if (strcmp(hook_names[h], name) == 0) {
+            return h;
+        }
+    }
+    return -1;
+}
+
+/* Checks every top-level key: a setting we know, or a function that is a
+ * hook (or a source's hook). Records which hooks exist. */
+static int read_keys(struct rf_reader *r, struct rf_tenant *t)
+{
+    lua_State *L = r->L;
+    int rc = 0;
+
+    lua_pushnil(L);
+    while (rc == 0 && lua_next(L, -2) != 0) {
+        const char *key = lua_type(L, -2) == LUA_TSTRING
+                              ? lua_tostring(L, -2)
+                              : NULL;
+        const char *const *k = known_keys;
+        int h, fn = lua_isfunction(L, -1);
+
+        while (key && *k && strcmp(*k, key) != 0) {
+            k++;
+        }
+        h = key ? hook_index(key) : -1;
+        if (key == NULL) {
+            rc = rf_reader_fail(r, "(top)", "keys must be names");
+        } else if (h >= 0 || source_hook(t, key)) {
+            if (!fn) {
+                rc = rf_reader_fail(r, key, "a hook must be a function, "
+                                            "got %s",
+                                    luaL_typename(L, -1));
+            }
+            t->hooks |= h >= 0 ? 1u << h : 0;
+        } else if (*k == NULL) {
+            rc = rf_reader_fail(r, key, fn ? "unknown hook (hooks are "
+                                             "cohort, capture, milestone, "
+                                             "reward and the sources' hooks)"
+                                           : "unknown setting");
+        }
+        lua_pop(L, 1);
+    }
+    if (rc != 0) {
+        lua_pop(L, 1); /* the key lua_next left */
+    }
+    return rc;
+}
+
+static int check_source_hooks(struct rf_reader *r, const struct rf_tenant *t)
+{
+    char path[160];
+
+    for (size_t i = 0; i < t->nsources; i++) {
+        const char *hook = t->sources[i].hook;
+        int type;
+
+        if (hook == NULL) {
+            continue;
+        }
+        type = lua_getfield(r->L, -1, hook);
+        lua_pop(r->L, 1);
+        if (type != LUA_TFUNCTION) {
+            snprintf(path, sizeof(path), "sources.%s.hook",
+                     t->sources[i].name);
+            return rf_reader_fail(r, path, "no function named '%s' in the "
+                                           "returned table",
+                                  hook);
+        }
+    }
+    return 0;
+}
+
+static int read_limits(struct rf_reader *r, struct rf_tenant *t)
+{
+    unsigned long long mb = 0, cpu = 0;
+    int rc, type = lua_getfield(r->L, -1, "limits");
+
+    if (type == LUA_TNIL) {
+        lua_pop(r->L, 1);
+        return 0;
+    }
+    if (type != LUA_TTABLE) {
+        lua_pop(r->L, 1);
+        return rf_reader_fail(r, "limits", "expected a table");
+    }
+    rc = rf_reader_known_keys(r, -1, "limits", limit_keys);
+    if (rc == 0) {
+        rc = rf_reader_uint(r, -1, "limits", "memory_mb", 1, 1024, &mb);
+    }
+    if (rc == 0) {
+        rc = rf_reader_uint(r, -1, "limits", "cpu_ms", 1, 10000, &cpu);
+    }
+    t->mem_max = (size_t)mb << 20;
+    t->cpu_ms = (unsigned)cpu;
+    lua_pop(r->L, 1);
+    return rc;
+}
+
+/* Parses "host", "host:port", "https://host[:port]" or "http://...". */
+static int parse_host(const char *s, struct rf_http_allow *a)
+{
+    const char *colon;
+    char *host, *end;
+    unsigned long port = 0;
+    size_t n;
+
+    if (strncmp(s, "https://", 8) == 0) {
+        s += 8;
+    } else if (strncmp(s, "http://", 7) == 0) {
+        s += 7;
+        a->http = 1;
+    }
+    n = strcspn(s, ":/");
+    colon = s[n] == ':' ? s + n : NULL;
+    if (colon) {
+        port = strtoul(colon + 1, &end, 10);
+        if (end == colon + 1 || (*end != '\0' && *end != '/') ||
+            port > 65535) {
+            return -1;
+        }
+    } else if (s[n] != '\0' && strcmp(s + n, "/") != 0) {
+        return -1;
+    }
+    if (n == 0 || (host = strndup(s, n)) == NULL) {
+        return -1;
+    }
+    a->host = host;
+    a->port = (unsigned)port;
+    return 0;
+}
+
+static int read_host_table(struct rf_reader *r, const char *path,
+                           struct rf_http_allow *a)
+{
+    unsigned long long port = 0;
+    char *host = NULL;
+    int rc = rf_reader_known_keys(r, -1, path, host_keys);
+
+    if (rc == 0) {
+        rc = rf_reader_string(r, -1, path, "host", &host, 1);
+    }
+    if (rc == 0) {
+        rc = rf_reader_uint(r, -1, path, "port", 1, 65535, &port);
+    }
+    if (rc == 0) {
+        rc = rf_reader_bool(r, -1, path, "http", &a->http);
+    }
+    if (rc == 0) {
+        rc = rf_reader_bool(r, -1, path, "private", &a->private_ok);
+    }
+    a->host = host;
+    a->port = (unsigned)port;
+    return rc;
+}
+
+static int read_hosts(struct rf_reader *r, struct rf_tenant *t)
+{
+    lua_State *L = r->L;
+    int rc = 0, type = lua_getfield(L, -1, "allowed_hosts");
+    lua_Integer n;
+
+    if (type == LUA_TNIL) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    n = type == LUA_TTABLE ? (lua_Integer)lua_rawlen(L, -1) : -1;
+    if (n < 0 || n > RF_TENANT_HOSTS_MAX) {
+        lua_pop(L, 1);
+        return rf_reader_fail(r, "allowed_hosts", "expected a list of at "
+                                                  "most %d hosts",
+                              RF_TENANT_HOSTS_MAX);
+    }
+    for (lua_Integer i = 1; rc == 0 && i <= n; i++) {
+        struct rf_http_allow *a = &t->allow[t->nallow];
+        char path[64];
+
+        snprintf(path, sizeof(path), "allowed_hosts.%lld", (long long)i);
+        memset(a, 0, sizeof(*a));
+        type = lua_rawgeti(L, -1, i);
+        if (type == LUA_TSTRING) {
+            rc = parse_host(lua_tostring(L, -1), a) == 0
+                     ? 0
+                     : rf_reader_fail(r, "allowed_hosts",
+                                      "item %lld: expected \"host\", "
+                                      "\"host:port\" or \"http(s)://host\"",
+                                      (long long)i);
+        } else if (type == LUA_TTABLE) {
+            rc = read_host_table(r, path, a);
+        } else {
+            rc = rf_reader_fail(r, "allowed_hosts",
+                                "item %lld: expected a string or a table",
+                                (long long)i);
+        }
+        t->nallow += a->host != NULL;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
+int rf_tenant_read(struct rf_reader *r, struct rf_tenant *t)
+{
+    int rc;
+
+    if (!lua_istable(r->L, -1)) {
+        snprintf(r->err, sizeof(r->err),
+                 "%s:1: tenant.lua must return a table of settings, not %s",
+                 r->file, luaL_typename(r->L, -1));
+        return RF_ECONFIG;
+    }
+    rc = rf__tenant_read_sources(r, t);
+    if (rc == 0) {
+        rc = read_keys(r, t);
+    }
+    if (rc == 0) {
+        rc = check_source_hooks(r, t);
+    }
+    if (rc == 0) {
+        rc = read_hosts(r, t);
+    }
+    if (rc == 0) {
+        rc = read_limits(r, t);
+    }
+    return rc;
+}
+
+/* --- loading ------------------------------------------------------------ */
+
+/* The first 16 hex digits of SHA-256 of the file's bytes. */
+static void version_of(const char *src, size_t len, char out[17])
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+
+    memset(md, 0, sizeof(md));
+    (void)EVP_Digest(src, len, md, &mdlen, EVP_sha256(), NULL);
+    for (int i = 0; i < 8; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[16] = '\0';
+}
+
+/* Runs tenant.lua in a new sandbox and reads its settings. */
+static int load_once(struct rf_tenant *t, const char *path,
+                     const struct rf_tenant_env *env, size_t mem,
+                     unsigned cpu, struct rf_sandbox **out, char *err,
+                     size_t errlen)
+{
+    struct rf_sandbox *sb = tenant_sandbox(t->dir, env, mem, cpu);
+    struct rf_reader r;
+    int rc;
+
+    if (sb == NULL) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        return RF_ENOMEM;
+    }
+    rc = rf_sandbox_run_file(sb, path, err, errlen);
+    if (rc == 0) {
+        rc = rf_reader_init(&r, rf_sandbox_state(sb), path);
+        if (rc == 0) {
+            rc = rf_tenant_read(&r, t);
+            snprintf(err, errlen, "%s", rc ? r.err : "");
+            version_of(r.src, r.src_len, t->version);
+        }
+        rf_reader_cleanup(&r);
+    }
+    if (rc != 0) {
+        rf_sandbox_free(sb);
+        return rc;
+    }
+    *out = sb;
+    return 0;
+}
+
+static struct rf_tenant *new_tenant(const char *dir, const char *id)
+{
+    struct rf_tenant *t = calloc(1, sizeof(*t));
+
+    if (t == NULL || (t->id = strdup(id)) == NULL ||
+        (t->dir = strdup(dir)) == NULL) {
+        rf_tenant_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+int rf_tenant_load(const char *dir, const char *id,
+                   const struct rf_tenant_env *env, struct rf_tenant **out,
+                   struct rf_sandbox **sbout, char *err, size_t errlen)
+{
+    size_t mem = env ? env->mem_max : 0;
+    unsigned cpu = env ? env->cpu_ms : 0;
+    struct rf_tenant *t = new_tenant(dir, id);
+    struct rf_sandbox *sb = NULL;
+    char path[4096];
+    int rc;
+
+    snprintf(path, sizeof(path), "%s/tenant.lua", dir);
+    rc = t ? load_once(t, path, env, mem, cpu, &sb, err, errlen) : RF_ENOMEM;
+    if (rc == 0 && ((t->mem_max && t->mem_max != mem) ||
+                    (t->cpu_ms && t->cpu_ms != cpu))) {
+        /* The tenant sets its own limits: load again under them. */
+        size_t m2 = t->mem_max ? t->mem_max : mem;
+        unsigned c2 = t->cpu_ms ? t->cpu_ms : cpu;
+
+        rf_sandbox_free(sb);
+        sb = NULL;
+        rf_tenant_free(t);
+        t = new_tenant(dir, id);
+        rc = t ? load_once(t, path, env, m2, c2, &sb, err, errlen)
+               : RF_ENOMEM;
+    }
+    if (rc != 0) {
+        if (rc == RF_ENOMEM) {
+            snprintf(err, errlen, "%s: out of memory", path);
+        }
+        rf_tenant_free(t);
+        return rc;
+    }
+    if (sbout) {
+        *sbout = sb;
+    } else {
+        rf_sandbox_free(sb);
+    }
+    *out = t;
+    return 0;
+}
