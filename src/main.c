@@ -35,6 +35,22 @@ static const struct command commands[] = {
      "received, source, headers, body (body_base64 when not UTF-8). Opens\n"
      "the store read-only, so it works while the daemon runs.\n",
      rf_cli_events},
+    {"check", "load a tenant's script and check its settings",
+     "referee check TENANT_DIR [--plugins DIR]...\n\n"
+     "Loads TENANT_DIR/tenant.lua in a fresh sandbox, checks its settings\n"
+     "and hooks and resolves its plugins (default --plugins\n"
+     "scripts/plugins). Prints 'ok: ...' and exits 0, or prints the\n"
+     "problem as file:line: cause and exits 1. Calls nothing external.\n",
+     rf_cli_check},
+    {"call", "run one hook of a tenant by hand",
+     "referee call TENANT_DIR HOOK INPUT.json [--data DIR]\n"
+     "             [--plugins DIR]... [--ca-file FILE]\n\n"
+     "Runs HOOK with the tenant's limits on the JSON in INPUT.json ('-'\n"
+     "reads stdin; a JSON array is spread into several arguments) and\n"
+     "prints what it returned as JSON, or the error with file:line and a\n"
+     "traceback on stderr. Exit 0 or 1. Its http.request calls are real;\n"
+     "store calls need --data.\n",
+     rf_cli_call},
     {"help", "show help for a command", "referee help [COMMAND]\n", cmd_help},
     {"version", "print the version", "referee version\n", cmd_version},
 };

@@ -7,6 +7,13 @@
 /* `referee events list --data DIR --tenant ID [--since ID]` */
 int rf_cli_events(int argc, char **argv);
 
+/* `referee check TENANT_DIR [--plugins DIR]...` */
+int rf_cli_check(int argc, char **argv);
+
+/* `referee call TENANT_DIR HOOK INPUT.json [--data DIR] [--plugins DIR]...
+ * [--ca-file FILE]` */
+int rf_cli_call(int argc, char **argv);
+
 /* Prints a one-line usage error for `cmd` and returns 2. */
 int rf_cli_usage_error(const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -22,6 +22,10 @@ int rf_api_open_log(lua_State *L);
 /* Sets the globals json, crypto, time and log. */
 void rf_api_open_sync(lua_State *L);
 
+/* Sets the globals whose functions wait (http, store). They work only
+ * inside a hook call run by the engine (engine.h). */
+void rf_api_open_async(lua_State *L);
+
 /* Sets the tenant, hook and event that log lines of this state carry.
  * Strings are copied into the state. Any may be NULL. */
 void rf_api_set_context(lua_State *L, const char *tenant, const char *hook,

@@ -25,6 +25,8 @@ enum rf_db {
     RF_DB_META = 0, /* "schema_version", "event_seq" */
     RF_DB_EVENTS,   /* tenant \0 be64(seq) -> event record */
     RF_DB_DEDUP,    /* tenant \0 source \0 delivery id -> be64(seq) */
+    RF_DB_KV,       /* tenant \0 key -> JSON text (script store API) */
+    RF_DB_OUTCOMES, /* tenant \0 be64(seq) -> JSON outcome of its hook */
     RF_DB_COUNT
 };
 

@@ -84,6 +84,7 @@ static struct rf_sandbox *tenant_sandbox(const char *dir,
     lua_setfield(L, LUA_REGISTRYINDEX, TENANT_DIR_KEY);
     lua_register(L, "file", l_file);
     rf_api_open_sync(L);
+    rf_api_open_async(L);
     return sb;
 }
 

@@ -1,0 +1,85 @@
+/* The script engine: every tenant's Lua state on one libuv loop, hook calls
+ * run as coroutines, and the parts of the script API that wait (http,
+ * store) wired to that loop. The daemon runs an engine on a thread of its
+ * own (runtime.h); `referee call` runs one on its main thread.
+ *
+ * Versions: loading a tenant again builds its new state beside the old one
+ * and switches only if the new one loads and checks; calls in flight finish
+ * on the version they started with, which is freed after the last of them.
+ *
+ * Caveats: everything here runs on the engine's loop thread.
+ */
+#ifndef REFEREE_ENGINE_H
+#define REFEREE_ENGINE_H
+
+#include <stddef.h>
+
+#include <uv.h>
+
+#include "referee/store.h"
+#include "referee/tenant.h"
+
+struct rf_engine_opts {
+    uv_loop_t *loop;           /* borrowed */
+    struct rf_store *store;    /* borrowed; NULL: the store API fails */
+    struct rf_tenant_env env;  /* plugin path, default limits */
+    const char *ca_file;       /* extra CAs for http.request; may be NULL */
+    unsigned wall_ms;          /* longest a hook call may take; 0: 30 s */
+};
+
+/* The outcome of one hook call, borrowed for the done callback only. */
+struct rf_hook_result {
+    int rc;              /* 0, RF_ESCRIPT, RF_ELIMIT, RF_ETIMEOUT,
+                            RF_ENOTFOUND (tenant or hook), RF_ESTOPPING */
+    const char *error;   /* "file:line: message" and traceback when rc */
+    const char *json;    /* the first value returned, as JSON ("null") */
+    const char *version; /* the script version that ran */
+};
+
+typedef void (*rf_engine_done_cb)(const struct rf_hook_result *res,
+                                  void *arg);
+
+struct rf_engine_stats {
+    unsigned long calls, failures, limit_hits, reloads, reload_failures;
+};
+
+struct rf_engine;
+
+/* Makes an engine with no tenants. `opts` is copied (its strings and
+ * plugin path borrowed). Caller owns the result; free with
+ * rf_engine_free(). NULL when memory runs out. */
+struct rf_engine *rf_engine_new(const struct rf_engine_opts *opts);
+
+/* Loads (or reloads) the tenant in folder `dir` under id `id`. On failure
+ * the old version, if any, stays; the reason ("file:line: ...") goes into
+ * err and the code is returned. */
+int rf_engine_load(struct rf_engine *e, const char *dir, const char *id,
+                   char *err, size_t errlen);
+
+/* Loads every tenant folder under `dir`; failures are logged and counted,
+ * not fatal. Returns how many loaded. */
+size_t rf_engine_load_dir(struct rf_engine *e, const char *dir);
+
+/* Runs hook `hook` of `tenant` with the JSON `input` (one argument; an
+ * array spreads into several) and calls `done` exactly once, possibly
+ * before returning when the tenant or hook does not exist. `event` tags
+ * log lines; may be NULL. Strings are copied. Returns 0 or RF_ENOMEM. */
+int rf_engine_call(struct rf_engine *e, const char *tenant, const char *hook,
+                   const char *input, size_t len, const char *event,
+                   rf_engine_done_cb done, void *arg);
+
+/* The settings of a tenant's current version, or NULL. Borrowed until its
+ * next reload. */
+const struct rf_tenant *rf_engine_tenant(const struct rf_engine *e,
+                                         const char *id);
+
+/* Hook calls running now. */
+size_t rf_engine_active(const struct rf_engine *e);
+
+void rf_engine_stats(const struct rf_engine *e, struct rf_engine_stats *out);
+
+/* Ends every call in flight (done gets RF_ESTOPPING), frees the tenants and
+ * closes the engine's handles; the loop must run once more. Accepts NULL. */
+void rf_engine_free(struct rf_engine *e);
+
+#endif

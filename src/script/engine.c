@@ -1,0 +1,647 @@
+/* The script engine: tenants' versions, hook calls as coroutines, deadlines
+ * and rebuilds after a limit hit. */
+#include "referee/engine.h"
+#include "referee/error.h"
+#include "referee/log.h"
+#include "referee/sandbox.h"
+#include "referee/script_api.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <lauxlib.h>
+
+#include "call.h"
+
+#define BUCKETS 1024
+#define SWEEP_MS 100
+#define DEFAULT_WALL_MS 30000
+#define DEFAULT_CPU_MS 50
+#define CALLS_KEY "rf.calls"
+#define ERR_MAX 2048
+
+/* One loaded version of a tenant's script. */
+struct version {
+    struct rf_sandbox *sb;
+    struct rf_tenant *settings;
+    int table_ref; /* the returned settings table, in the registry */
+    int calls;     /* calls running on this version */
+    int retired;   /* replaced; freed when the last call ends */
+};
+
+struct tenant_rt {
+    struct tenant_rt *next; /* hash chain */
+    char *id;
+    char *dir;
+    struct version *cur;
+};
+
+struct rf_call {
+    struct rf_call *prev, *next;
+    struct rf_engine *e;
+    struct tenant_rt *t;
+    struct version *v;
+    lua_State *co;
+    int co_ref;
+    rf_engine_done_cb done;
+    void *arg;
+    int refs;
+    int waiting;
+    int finished;
+    uint64_t deadline;
+    uint64_t cpu_ns;
+    char hook[64];
+    char event[40];
+};
+
+struct rf_engine {
+    struct rf_engine_opts o;
+    uv_timer_t sweep;
+    struct rf_http_client *http;
+    struct rf_writer *writer;
+    struct tenant_rt *buckets[BUCKETS];
+    struct rf_call *calls;
+    size_t active;
+    struct rf_engine_stats stats;
+};
+
+/* --- tenants and versions ----------------------------------------------- */
+
+static unsigned hash(const char *s)
+{
+    unsigned h = 2166136261u;
+
+    for (; *s; s++) {
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    }
+    return h % BUCKETS;
+}
+
+static struct tenant_rt *find_tenant(const struct rf_engine *e,
+                                     const char *id)
+{
+    struct tenant_rt *t = e->buckets[hash(id)];
+
+    while (t && strcmp(t->id, id) != 0) {
+        t = t->next;
+    }
+    return t;
+}
+
+static void free_version(struct version *v)
+{
+    if (v == NULL) {
+        return;
+    }
+    rf_sandbox_free(v->sb);
+    rf_tenant_free(v->settings);
+    free(v);
+}
+
+/* Frees a replaced version once no call runs on it. */
+static void retire(struct version *v)
+{
+    if (v == NULL) {
+        return;
+    }
+    v->retired = 1;
+    if (v->calls == 0) {
+        free_version(v);
+    }
+}
+
+static int load_version(struct rf_engine *e, const char *dir, const char *id,
+                        struct version **out, char *err, size_t errlen)
+{
+    struct version *v = calloc(1, sizeof(*v));
+    lua_State *L;
+    int rc;
+
+    if (v == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return RF_ENOMEM;
+    }
+    rc = rf_tenant_load(dir, id, &e->o.env, &v->settings, &v->sb, err,
+                        errlen);
+    if (rc != 0) {
+        free(v);
+        return rc;
+    }
+    L = rf_sandbox_state(v->sb);
+    v->table_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* pops the table */
+    lua_newtable(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, CALLS_KEY);
+    *out = v;
+    return 0;
+}
+
+int rf_engine_load(struct rf_engine *e, const char *dir, const char *id,
+                   char *err, size_t errlen)
+{
+    struct tenant_rt *t = find_tenant(e, id);
+    struct version *v = NULL;
+    int rc = load_version(e, dir, id, &v, err, errlen);
+
+    if (rc != 0) {
+        e->stats.reload_failures++;
+        return rc;
+    }
+    if (t == NULL) {
+        unsigned b = hash(id);
+
+        t = calloc(1, sizeof(*t));
+        if (t == NULL || !(t->id = strdup(id)) || !(t->dir = strdup(dir))) {
+            if (t) {
+                free(t->id);
+            }
+            free(t);
+            free_version(v);
+            snprintf(err, errlen, "out of memory");
+            return RF_ENOMEM;
+        }
+        t->next = e->buckets[b];
+        e->buckets[b] = t;
+    } else {
+        e->stats.reloads++;
+        rf_log_info("script",
+                    RF_F("tenant", id, "old", t->cur->settings->version,
+                         "new", v->settings->version),
+                    "switched to the new version");
+    }
+    retire(t->cur);
+    t->cur = v;
+    return 0;
+}
+
+size_t rf_engine_load_dir(struct rf_engine *e, const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *ent;
+    size_t n = 0;
+
+    if (d == NULL) {
+        rf_log_error("script", RF_F("dir", dir), "cannot read tenants");
+        return 0;
+    }
+    while ((ent = readdir(d)) != NULL) {
+        char path[4096], err[ERR_MAX];
+        struct stat st;
+
+        if (!rf_tenant_id_valid(ent->d_name, strlen(ent->d_name))) {
+            continue;
+        }
+        snprintf(path, sizeof(path), "%s/%s", dir, ent->d_name);
+        if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
+            continue;
+        }
+        if (rf_engine_load(e, path, ent->d_name, err, sizeof(err)) == 0) {
+            n++;
+        } else {
+            err[strcspn(err, "\n")] = '\0';
+            rf_log_error("script", RF_F("tenant", ent->d_name),
+                         "cannot load: %s", err);
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+const struct rf_tenant *rf_engine_tenant(const struct rf_engine *e,
+                                         const char *id)
+{
+    const struct tenant_rt *t = find_tenant(e, id);
+
+    return t ? t->cur->settings : NULL;
+}
+
+/* --- calls ---------------------------------------------------------------- */
+
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static unsigned cpu_budget_ms(const struct rf_call *c)
+{
+    if (c->v->settings->cpu_ms) {
+        return c->v->settings->cpu_ms;
+    }
+    return c->e->o.env.cpu_ms ? c->e->o.env.cpu_ms : DEFAULT_CPU_MS;
+}
+
+void rf__call_hold(struct rf_call *c)
+{
+    c->refs++;
+}
+
+void rf__call_release(struct rf_call *c)
+{
+    if (--c->refs == 0) {
+        free(c);
+    }
+}
+
+int rf__call_waiting(const struct rf_call *c)
+{
+    return c->waiting && !c->finished;
+}
+
+lua_State *rf__call_thread(struct rf_call *c)
+{
+    return c->co;
+}
+
+struct rf_http_client *rf__call_http(struct rf_call *c)
+{
+    return c->e->http;
+}
+
+struct rf_store *rf__call_store(struct rf_call *c)
+{
+    return c->e->o.store;
+}
+
+struct rf_writer *rf__call_writer(struct rf_call *c)
+{
+    return c->e->writer;
+}
+
+const struct rf_tenant *rf__call_tenant(struct rf_call *c)
+{
+    return c->v->settings;
+}
+
+struct rf_call *rf__call_of(lua_State *L)
+{
+    struct rf_call *c = NULL;
+
+    if (lua_getfield(L, LUA_REGISTRYINDEX, CALLS_KEY) == LUA_TTABLE) {
+        lua_pushthread(L);
+        lua_rawget(L, -2);
+        c = lua_touserdata(L, -1);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return c;
+}
+
+struct rf_call *rf__call_check(lua_State *L, const char *fn)
+{
+    struct rf_call *c = rf__call_of(L);
+
+    if (c == NULL || !lua_isyieldable(L)) {
+        luaL_error(L, "%s can only be called from a hook, not from the "
+                      "script's top level or a coroutine it made",
+                   fn);
+    }
+    return c;
+}
+
+int rf__call_wait(lua_State *L, struct rf_call *c)
+{
+    c->waiting = 1;
+    return lua_yield(L, 0);
+}
+
+static void unlink_call(struct rf_call *c)
+{
+    struct rf_engine *e = c->e;
+
+    if (c->prev) {
+        c->prev->next = c->next;
+    } else {
+        e->calls = c->next;
+    }
+    if (c->next) {
+        c->next->prev = c->prev;
+    }
+    e->active--;
+}
+
+/* Ends a call: reports its outcome, lets go of its coroutine and version. */
+static void finish(struct rf_call *c, int rc, const char *error,
+                   const char *json)
+{
+    struct rf_hook_result res = {rc, error, json ? json : "null",
+                                 c->v->settings->version};
+    lua_State *L = rf_sandbox_state(c->v->sb);
+    struct version *v = c->v;
+
+    c->finished = 1;
+    unlink_call(c);
+    if (lua_getfield(L, LUA_REGISTRYINDEX, CALLS_KEY) == LUA_TTABLE) {
+        lua_pushthread(c->co);
+        lua_xmove(c->co, L, 1);
+        lua_pushnil(L);
+        lua_rawset(L, -3);
+    }
+    lua_pop(L, 1);
+    luaL_unref(L, LUA_REGISTRYINDEX, c->co_ref);
+    c->e->stats.failures += rc != 0;
+    c->e->stats.limit_hits += rc == RF_ELIMIT;
+    if (rc != 0) {
+        rf_log_warn("script",
+                    RF_F("tenant", c->t->id, "hook", c->hook, "event",
+                         c->event[0] ? c->event : NULL, "version",
+                         v->settings->version),
+                    "hook failed: %s", error);
+    }
+    c->done(&res, c->arg);
+    v->calls--;
+    if (v->retired && v->calls == 0) {
+        free_version(v);
+    }
+    rf__call_release(c);
+}
+
+/* Rebuilds a tenant whose state a limit may have left inconsistent. */
+static void rebuild(struct rf_engine *e, struct tenant_rt *t)
+{
+    char err[ERR_MAX];
+
+    if (rf_engine_load(e, t->dir, t->id, err, sizeof(err)) != 0) {
+        err[strcspn(err, "\n")] = '\0';
+        rf_log_error("script", RF_F("tenant", t->id),
+                     "cannot rebuild after a limit: %s", err);
+    }
+}
+
+/* The hook returned: its first value becomes JSON. */
+static void finish_ok(struct rf_call *c, int nres)
+{
+    char err[200];
+    cJSON *v = NULL;
+    char *text = NULL;
+
+    if (nres > 0) {
+        v = rf_api_to_json(c->co, -nres, err, sizeof(err));
+        if (v == NULL) {
+            lua_pop(c->co, nres);
+            finish(c, RF_ESCRIPT, err, NULL);
+            return;
+        }
+        text = cJSON_PrintUnformatted(v);
+        cJSON_Delete(v);
+    }
+    lua_pop(c->co, nres);
+    finish(c, 0, NULL, text);
+    cJSON_free(text);
+}
+
+static void set_context(struct rf_call *c)
+{
+    rf_api_set_context(rf_sandbox_state(c->v->sb), c->t->id, c->hook,
+                       c->event[0] ? c->event : NULL);
+}
+
+void rf__call_resume(struct rf_call *c, int nres)
+{
+    struct tenant_rt *t = c->t;
+    struct rf_engine *e = c->e;
+    char err[ERR_MAX];
+    uint64_t start;
+    int rc, n = 0, tainted;
+
+    c->waiting = 0;
+    set_context(c);
+    start = thread_cpu_ns();
+    rc = rf_sandbox_resume(c->v->sb, c->co, nres, &n, err, sizeof(err));
+    c->cpu_ns += thread_cpu_ns() - start;
+    tainted = rf_sandbox_tainted(c->v->sb) && t->cur == c->v;
+    if (rc == RF_SANDBOX_YIELDED && !c->waiting) {
+        finish(c, RF_ESCRIPT, "the hook yielded on its own (coroutine.yield "
+                              "outside a coroutine it made)",
+               NULL);
+    } else if (rc == RF_SANDBOX_YIELDED &&
+               c->cpu_ns > (uint64_t)cpu_budget_ms(c) * 1000000u) {
+        snprintf(err, sizeof(err), "cpu budget of %u ms exceeded",
+                 cpu_budget_ms(c));
+        finish(c, RF_ELIMIT, err, NULL);
+    } else if (rc == 0) {
+        finish_ok(c, n);
+    } else if (rc != RF_SANDBOX_YIELDED) {
+        finish(c, rc, err, NULL);
+    }
+    if (tainted) {
+        rebuild(e, t);
+    }
+}
+
+/* Answers a call that cannot start. */
+static void refuse(rf_engine_done_cb done, void *arg, int rc,
+                   const char *error)
+{
+    struct rf_hook_result res = {rc, error, "null", ""};
+
+    done(&res, arg);
+}
+
+/* Pushes the input onto co: an array spreads into arguments. */
+static int push_input(lua_State *co, const char *input, size_t len,
+                      char *err, size_t errlen)
+{
+    cJSON *v;
+    int n = 1;
+
+    if (input == NULL || len == 0) {
+        return 0;
+    }
+    v = rf_api_parse_json(input, len, err, errlen);
+    if (v == NULL) {
+        return -1;
+    }
+    if (cJSON_IsArray(v)) {
+        n = 0;
+        for (const cJSON *a = v->child; a; a = a->next, n++) {
+            if (rf_api_push_json(co, a) != 0) {
+                n = -1;
+                break;
+            }
+        }
+    } else if (rf_api_push_json(co, v) != 0) {
+        n = -1;
+    }
+    cJSON_Delete(v);
+    if (n < 0) {
+        snprintf(err, errlen, "input too large for the script's memory");
+    }
+    return n;
+}
+
+/* Makes the coroutine with the hook function and its arguments. */
+static int prepare(struct rf_call *c, const char *input, size_t len,
+                   char *err, size_t errlen)
+{
+    lua_State *L = rf_sandbox_state(c->v->sb);
+    int nargs;
+
+    c->co = lua_newthread(L);
+    c->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->v->table_ref);
+    lua_getfield(L, -1, c->hook);
+    lua_xmove(L, c->co, 1);
+    lua_pop(L, 1);
+    nargs = push_input(c->co, input, len, err, errlen);
+    if (nargs < 0) {
+        luaL_unref(L, LUA_REGISTRYINDEX, c->co_ref);
+        return -1;
+    }
+    lua_getfield(L, LUA_REGISTRYINDEX, CALLS_KEY);
+    lua_pushthread(c->co);
+    lua_xmove(c->co, L, 1);
+    lua_pushlightuserdata(L, c);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    return nargs;
+}
+
+static int has_hook(struct version *v, const char *hook)
+{
+    lua_State *L = rf_sandbox_state(v->sb);
+    int type;
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, v->table_ref);
+    type = lua_getfield(L, -1, hook);
+    lua_pop(L, 2);
+    return type == LUA_TFUNCTION;
+}
+
+int rf_engine_call(struct rf_engine *e, const char *tenant, const char *hook,
+                   const char *input, size_t len, const char *event,
+                   rf_engine_done_cb done, void *arg)
+{
+    struct tenant_rt *t = find_tenant(e, tenant);
+    char err[256];
+    struct rf_call *c;
+    int nargs;
+
+    if (t == NULL) {
+        refuse(done, arg, RF_ENOTFOUND, "no such tenant");
+        return 0;
+    }
+    if (!has_hook(t->cur, hook)) {
+        snprintf(err, sizeof(err), "the tenant's script has no hook '%s'",
+                 hook);
+        refuse(done, arg, RF_ENOTFOUND, err);
+        return 0;
+    }
+    c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        return RF_ENOMEM;
+    }
+    *c = (struct rf_call){.e = e, .t = t, .v = t->cur, .done = done,
+                          .arg = arg, .refs = 1};
+    snprintf(c->hook, sizeof(c->hook), "%s", hook);
+    snprintf(c->event, sizeof(c->event), "%s", event ? event : "");
+    c->deadline = uv_now(e->o.loop) +
+                  (e->o.wall_ms ? e->o.wall_ms : DEFAULT_WALL_MS);
+    nargs = prepare(c, input, len, err, sizeof(err));
+    if (nargs < 0) {
+        free(c);
+        refuse(done, arg, RF_EINVAL, err);
+        return 0;
+    }
+    c->next = e->calls;
+    if (e->calls) {
+        e->calls->prev = c;
+    }
+    e->calls = c;
+    e->active++;
+    e->stats.calls++;
+    c->v->calls++;
+    rf__call_resume(c, nargs);
+    return 0;
+}
+
+static void on_sweep(uv_timer_t *timer)
+{
+    struct rf_engine *e = timer->data;
+    uint64_t now = uv_now(timer->loop);
+    struct rf_call *c = e->calls, *next;
+    char msg[96];
+
+    for (; c; c = next) {
+        next = c->next;
+        if (c->waiting && now >= c->deadline) {
+            snprintf(msg, sizeof(msg), "the hook waited longer than %u ms",
+                     e->o.wall_ms ? e->o.wall_ms : DEFAULT_WALL_MS);
+            finish(c, RF_ETIMEOUT, msg, NULL);
+        }
+    }
+}
+
+size_t rf_engine_active(const struct rf_engine *e)
+{
+    return e->active;
+}
+
+void rf_engine_stats(const struct rf_engine *e, struct rf_engine_stats *out)
+{
+    *out = e->stats;
+}
+
+struct rf_engine *rf_engine_new(const struct rf_engine_opts *opts)
+{
+    struct rf_engine *e = calloc(1, sizeof(*e));
+
+    if (e == NULL) {
+        return NULL;
+    }
+    e->o = *opts;
+    e->http = rf_http_client_new(opts->loop, opts->ca_file);
+    if (e->http == NULL) {
+        free(e);
+        return NULL;
+    }
+    if (opts->store) {
+        e->writer = rf_writer_start(opts->loop, opts->store,
+                                    RF_WRITER_GROUP, 0);
+    }
+    uv_timer_init(opts->loop, &e->sweep);
+    e->sweep.data = e;
+    uv_timer_start(&e->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+    uv_unref((uv_handle_t *)&e->sweep); /* does not keep the loop alive */
+    return e;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void rf_engine_free(struct rf_engine *e)
+{
+    if (e == NULL) {
+        return;
+    }
+    while (e->calls) {
+        finish(e->calls, RF_ESTOPPING, "the engine is stopping", NULL);
+    }
+    rf_http_client_free(e->http); /* its callbacks release their calls */
+    rf_writer_stop(e->writer);
+    for (int b = 0; b < BUCKETS; b++) {
+        struct tenant_rt *t = e->buckets[b], *next;
+
+        for (; t; t = next) {
+            next = t->next;
+            retire(t->cur);
+            free(t->id);
+            free(t->dir);
+            free(t);
+        }
+    }
+    uv_close((uv_handle_t *)&e->sweep, on_closed);
+}
+
+void rf_api_open_async(lua_State *L)
+{
+    rf__api_open_http(L);
+    rf__api_open_store(L);
+}
