@@ -1,0 +1,371 @@
+/* The script engine on a real loop: hooks that wait on http and the store,
+ * deadlines, reloads with calls in flight, rebuilds after limits. A local
+ * HTTP server on the same loop plays the remote side. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+#include <curl/curl.h>
+
+#include "referee/engine.h"
+#include "referee/error.h"
+#include "referee/http.h"
+
+static uv_loop_t loop;
+static struct rf_http_server *srv;
+static struct rf_engine *eng;
+static struct rf_store *store;
+static char dir[64];
+static unsigned port;
+static struct rf_http_req *held[8];
+static int nheld;
+
+/* --- the remote side ---------------------------------------------------- */
+
+static void on_headers(struct rf_http_req *req, void *arg)
+{
+}
+
+static void on_request(struct rf_http_req *req, void *arg)
+{
+    size_t len;
+    const char *body = rf_http_body(req, &len);
+
+    if (strcmp(rf_http_path(req), "/hold") == 0 && nheld < 8) {
+        held[nheld++] = req; /* answered by release_held() */
+        return;
+    }
+    rf_http_respond(req, 201, "text/plain", body, len);
+}
+
+static void release_held(const char *text)
+{
+    for (int i = 0; i < nheld; i++) {
+        rf_http_respond(held[i], 200, "text/plain", text, strlen(text));
+    }
+    nheld = 0;
+}
+
+/* --- helpers ------------------------------------------------------------ */
+
+static void write_tenant(const char *id, const char *code)
+{
+    char path[256];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, id);
+    mkdir(path, 0700);
+    snprintf(path, sizeof(path), "%s/%s/tenant.lua", dir, id);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "local base = 'http://127.0.0.1:%u'\n"
+            "return {\n"
+            "  allowed_hosts = { { host = '127.0.0.1', http = true,\n"
+            "                      private = true } },\n"
+            "%s\n"
+            "}\n",
+            port, code);
+    fclose(f);
+}
+
+static void load(const char *id)
+{
+    char path[256], err[2048];
+
+    snprintf(path, sizeof(path), "%s/%s", dir, id);
+    if (rf_engine_load(eng, path, id, err, sizeof(err)) != 0) {
+        print_error("load %s: %s\n", id, err);
+        fail();
+    }
+}
+
+struct outcome {
+    int done;
+    int rc;
+    char json[512];
+    char error[1024];
+    char version[17];
+};
+
+static void on_done(const struct rf_hook_result *res, void *arg)
+{
+    struct outcome *o = arg;
+
+    o->done++;
+    o->rc = res->rc;
+    snprintf(o->json, sizeof(o->json), "%s", res->json);
+    snprintf(o->error, sizeof(o->error), "%s", res->error ? res->error : "");
+    snprintf(o->version, sizeof(o->version), "%s", res->version);
+}
+
+static void start(const char *tenant, const char *hook, const char *input,
+                  struct outcome *o)
+{
+    memset(o, 0, sizeof(*o));
+    assert_int_equal(rf_engine_call(eng, tenant, hook, input,
+                                    input ? strlen(input) : 0, "ev1",
+                                    on_done, o),
+                     0);
+}
+
+static void wait_done(struct outcome *o)
+{
+    while (!o->done) {
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+    assert_int_equal(o->done, 1);
+}
+
+static void call(const char *tenant, const char *hook, const char *input,
+                 struct outcome *o)
+{
+    start(tenant, hook, input, o);
+    wait_done(o);
+}
+
+static void expect_json(const struct outcome *o, const char *want)
+{
+    if (o->rc != 0 || strcmp(o->json, want) != 0) {
+        print_error("rc %d error %s\n  got:  %s\n  want: %s\n", o->rc,
+                    o->error, o->json, want);
+        fail();
+    }
+}
+
+static int setup(void **state)
+{
+    struct rf_http_limits lim;
+    struct rf_http_app app = {on_headers, on_request, NULL};
+    struct rf_engine_opts o = {0};
+    char err[256], data[96];
+
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    snprintf(dir, sizeof(dir), "/tmp/rf-test-engine-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(data, sizeof(data), "%s/data", dir);
+    assert_int_equal(rf_store_open(data, 0, 0, &store, err, sizeof(err)), 0);
+    assert_int_equal(uv_loop_init(&loop), 0);
+    rf_http_limits_default(&lim);
+    srv = rf_http_server_start(&loop, "127.0.0.1", 0, &lim, &app);
+    assert_non_null(srv);
+    port = rf_http_server_port(srv);
+    o.loop = &loop;
+    o.store = store;
+    o.wall_ms = 1500;
+    eng = rf_engine_new(&o);
+    assert_non_null(eng);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    char cmd[128];
+
+    release_held("bye");
+    rf_engine_free(eng);
+    rf_http_server_stop(srv);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    rf_store_close(store);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+    curl_global_cleanup();
+    return 0;
+}
+
+/* --- tests -------------------------------------------------------------- */
+
+static void test_http_inside_pcall(void **state)
+{
+    struct outcome o;
+
+    write_tenant("web", "  milestone = function(rec)\n"
+                        "    local ok, resp = pcall(http.request, {\n"
+                        "      url = base .. '/echo', method = 'POST',\n"
+                        "      body = rec.id })\n"
+                        "    return { ok, resp.status, resp.body }\n"
+                        "  end,");
+    load("web");
+    call("web", "milestone", "{\"id\":\"4876000000945492576\"}", &o);
+    expect_json(&o, "[true,201,\"4876000000945492576\"]");
+}
+
+static void test_calls_interleave(void **state)
+{
+    struct outcome a, b;
+
+    write_tenant("slow", "  reward = function(r)\n"
+                         "    local resp = http.request{ url = base .. "
+                         "'/hold' }\n"
+                         "    return r.n .. ':' .. resp.body\n"
+                         "  end,");
+    load("slow");
+    start("slow", "reward", "{\"n\":1}", &a);
+    start("slow", "reward", "{\"n\":2}", &b);
+    while (nheld < 2) {
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+    assert_int_equal(a.done + b.done, 0);
+    assert_int_equal(rf_engine_active(eng), 2);
+    release_held("go");
+    wait_done(&a);
+    wait_done(&b);
+    expect_json(&a, "\"1:go\"");
+    expect_json(&b, "\"2:go\"");
+}
+
+static void test_wall_deadline(void **state)
+{
+    struct outcome o;
+
+    load("slow");
+    call("slow", "reward", "{\"n\":3}", &o);
+    assert_int_equal(o.rc, RF_ETIMEOUT);
+    assert_string_equal(o.error, "the hook waited longer than 1500 ms");
+    release_held("late"); /* the answer arriving afterwards is dropped */
+    uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+static void test_reload_keeps_calls_in_flight(void **state)
+{
+    struct outcome a, b;
+    char old_version[17];
+
+    write_tenant("rel", "  reward = function()\n"
+                        "    http.request{ url = base .. '/hold' }\n"
+                        "    return 'old'\n"
+                        "  end,");
+    load("rel");
+    start("rel", "reward", NULL, &a);
+    while (nheld < 1) {
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+    write_tenant("rel", "  reward = function() return 'new' end,");
+    load("rel");
+    call("rel", "reward", NULL, &b);
+    expect_json(&b, "\"new\"");
+    release_held("x");
+    wait_done(&a);
+    expect_json(&a, "\"old\"");
+    assert_string_not_equal(a.version, b.version);
+    snprintf(old_version, sizeof(old_version), "%s", a.version);
+    assert_string_equal(rf_engine_tenant(eng, "rel")->version, b.version);
+}
+
+static void test_broken_reload_keeps_old(void **state)
+{
+    struct outcome o;
+    char path[256], err[2048];
+
+    write_tenant("brk", "  reward = function() return 'good' end,");
+    load("brk");
+    write_tenant("brk", "  reward = function() return 'half' end\n"
+                        "  milestone = 3,");
+    snprintf(path, sizeof(path), "%s/brk", dir);
+    assert_int_equal(rf_engine_load(eng, path, "brk", err, sizeof(err)),
+                     RF_EPARSE);
+    assert_non_null(strstr(err, "brk/tenant.lua:6: '}' expected (to close "
+                                "'{' at line 2) near 'milestone'"));
+    call("brk", "reward", NULL, &o);
+    expect_json(&o, "\"good\"");
+}
+
+static void test_limit_rebuilds_state(void **state)
+{
+    struct outcome o;
+
+    write_tenant("loop", "  cohort = function()\n"
+                         "    counter = (counter or 0) + 1\n"
+                         "    return counter\n"
+                         "  end,\n"
+                         "  capture = function()\n"
+                         "    counter = 100\n"
+                         "    while true do pcall(function() end) end\n"
+                         "  end,");
+    write_tenant("calm", "  cohort = function() return 'served' end,");
+    load("loop");
+    load("calm");
+    call("loop", "cohort", NULL, &o);
+    expect_json(&o, "1");
+    call("loop", "capture", NULL, &o);
+    assert_int_equal(o.rc, RF_ELIMIT);
+    assert_non_null(strstr(o.error, "cpu budget of 50 ms exceeded"));
+    call("calm", "cohort", NULL, &o);
+    expect_json(&o, "\"served\"");
+    /* The state was rebuilt: the global the runaway call set is gone. */
+    call("loop", "cohort", NULL, &o);
+    expect_json(&o, "1");
+}
+
+static void test_store_round_trip(void **state)
+{
+    struct outcome o;
+
+    write_tenant("kv", "  milestone = function(v)\n"
+                       "    assert(store.get('k') == nil)\n"
+                       "    assert(store.put('k', v))\n"
+                       "    local got = store.get('k')\n"
+                       "    assert(store.delete('k'))\n"
+                       "    return { got.id, store.get('k') == nil }\n"
+                       "  end,");
+    load("kv");
+    call("kv", "milestone", "{\"id\":\"4876000000945492576\"}", &o);
+    expect_json(&o, "[\"4876000000945492576\",true]");
+}
+
+static void test_bad_script_behaviour(void **state)
+{
+    struct outcome o;
+
+    write_tenant("bad", "  cohort = function() coroutine.yield(1) end,\n"
+                        "  capture = function() error({ code = 7 }) end,\n"
+                        "  reward = function() return function() end end,");
+    load("bad");
+    call("bad", "cohort", NULL, &o);
+    assert_int_equal(o.rc, RF_ESCRIPT);
+    assert_non_null(strstr(o.error, "yielded on its own"));
+    call("bad", "capture", NULL, &o);
+    assert_int_equal(o.rc, RF_ESCRIPT);
+    call("bad", "reward", NULL, &o);
+    assert_int_equal(o.rc, RF_ESCRIPT);
+    assert_string_equal(o.error, "cannot encode a function");
+    call("bad", "milestone", NULL, &o);
+    assert_int_equal(o.rc, RF_ENOTFOUND);
+    call("nobody", "cohort", NULL, &o);
+    assert_int_equal(o.rc, RF_ENOTFOUND);
+}
+
+static void test_http_outside_hook_refused(void **state)
+{
+    char path[256], err[2048];
+
+    write_tenant("top", "  x = http.request{ url = base },");
+    snprintf(path, sizeof(path), "%s/top", dir);
+    assert_int_equal(rf_engine_load(eng, path, "top", err, sizeof(err)),
+                     RF_ESCRIPT);
+    assert_non_null(strstr(err, "http.request can only be called from a "
+                                "hook"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_http_inside_pcall),
+        cmocka_unit_test(test_calls_interleave),
+        cmocka_unit_test(test_wall_deadline),
+        cmocka_unit_test(test_reload_keeps_calls_in_flight),
+        cmocka_unit_test(test_broken_reload_keeps_old),
+        cmocka_unit_test(test_limit_rebuilds_state),
+        cmocka_unit_test(test_store_round_trip),
+        cmocka_unit_test(test_bad_script_behaviour),
+        cmocka_unit_test(test_http_outside_hook_refused),
+    };
+
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
