@@ -28,6 +28,11 @@ struct rf_config {
     enum rf_writer_mode commit;
     unsigned drain_ms;     /* longest graceful stop wait */
     unsigned sig_tolerance_s; /* webhook timestamp tolerance */
+    char *plugins[9];      /* plugin folders, NULL-terminated */
+    size_t script_mem;     /* default memory cap per tenant, bytes */
+    unsigned script_cpu_ms; /* default CPU budget per hook call */
+    unsigned script_wall_ms; /* longest a hook call may wait */
+    char *ca_file;         /* extra CAs for scripts' http.request */
 };
 
 /* Fills in the defaults. Strings are owned by cfg; free with

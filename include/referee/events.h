@@ -63,6 +63,16 @@ int rf_events_each(struct rf_store *st, const char *tenant, uint64_t since,
                    int (*fn)(const struct rf_event *ev, void *arg),
                    void *arg);
 
+/* The event as a JSON object: id, received (ISO 8601 UTC with millis),
+ * source, headers (object), and body (text), or body_base64 when the body
+ * is not UTF-8. Caller owns the result; NULL when memory runs out. */
+struct cJSON *rf_event_json(const struct rf_event *ev);
+
+/* Reads one event of a tenant in its own read transaction and returns its
+ * JSON as rf_event_json() does. NULL when missing. */
+struct cJSON *rf_event_load_json(struct rf_store *st, const char *tenant,
+                                 uint64_t seq);
+
 /* Decodes a stored record (fields point into data). 0 or RF_EPARSE. */
 int rf_event_decode(const void *data, size_t len, struct rf_event *ev);
 

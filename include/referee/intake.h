@@ -6,6 +6,7 @@
 #define REFEREE_INTAKE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "referee/http.h"
 #include "referee/store.h"
@@ -22,6 +23,10 @@ struct rf_intake {
     const struct rf_tenants *const *tenants; /* the current registry */
     unsigned tolerance_s;                /* signature timestamp window */
     struct rf_intake_stats stats;
+    /* Called after a new event committed (not for repeats); may be NULL. */
+    void (*stored)(void *arg, const char *tenant, const char *source,
+                   uint64_t seq);
+    void *stored_arg;
 };
 
 /* Handles one webhook delivery for the tenant and source named in the path

@@ -101,6 +101,15 @@ int rf_tenant_read(struct rf_reader *r, struct rf_tenant *t);
 /* Name of a hook ("cohort"...). */
 const char *rf_hook_name(enum rf_hook h);
 
+/* Loads tenant `id` from dir/id again and puts it in the registry in place
+ * of the old entry (or adds it). When loading fails an existing entry is
+ * kept as it was and the error returned (written into err); a new one is
+ * added holding the error. Returns 0, or the load's error code. Pointers
+ * into the registry are invalid afterwards. */
+int rf_tenants_reload_one(struct rf_tenants *ts, const char *dir,
+                          const char *id, const struct rf_tenant_env *env,
+                          char *err, size_t errlen);
+
 /* Frees a registry or a single tenant. Accept NULL. */
 void rf_tenants_free(struct rf_tenants *ts);
 void rf_tenant_free(struct rf_tenant *t);

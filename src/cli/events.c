@@ -8,88 +8,47 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <cjson/cJSON.h>
-#include <openssl/evp.h>
 
-/* Whether s[0..n) is well-formed UTF-8 without NUL bytes. */
-static int valid_utf8(const unsigned char *s, size_t n)
+struct list_ctx {
+    struct rf_store *st;
+    const char *tenant;
+};
+
+/* Adds the outcome of the event's hook, when it ran. */
+static void add_outcome(cJSON *o, const struct list_ctx *c, uint64_t seq)
 {
-    size_t i = 0;
+    unsigned char key[64 + 1 + 8];
+    size_t tlen = strlen(c->tenant);
+    MDB_val k = {tlen + 9, key}, v;
+    MDB_txn *txn;
 
-    while (i < n) {
-        unsigned char c = s[i];
-        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3
-                                 : (c >> 3) == 30 ? 4 : 0;
-
-        if (len == 0 || c == 0 || i + len > n) {
-            return 0;
-        }
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80) {
-                return 0;
-            }
-        }
-        i += len;
-    }
-    return 1;
-}
-
-static void add_body(cJSON *o, const struct rf_event *ev)
-{
-    char *b64, *text;
-
-    if (valid_utf8((const unsigned char *)ev->body, ev->body_len)) {
-        text = malloc(ev->body_len + 1);
-        if (text) {
-            memcpy(text, ev->body, ev->body_len);
-            text[ev->body_len] = '\0';
-            cJSON_AddStringToObject(o, "body", text);
-            free(text);
-        }
+    memcpy(key, c->tenant, tlen);
+    key[tlen] = 0;
+    rf_store_put_be64(key + tlen + 1, seq);
+    if (rf_store_read_begin(c->st, &txn) != 0) {
         return;
     }
-    b64 = malloc(ev->body_len / 3 * 4 + 8);
-    if (b64) {
-        EVP_EncodeBlock((unsigned char *)b64,
-                        (const unsigned char *)ev->body, (int)ev->body_len);
-        cJSON_AddStringToObject(o, "body_base64", b64);
-        free(b64);
+    if (mdb_get(txn, rf_store_dbi(c->st, RF_DB_OUTCOMES), &k, &v) == 0) {
+        cJSON *out = cJSON_ParseWithLength(v.mv_data, v.mv_size);
+
+        if (out) {
+            cJSON_AddItemToObject(o, "outcome", out);
+        }
     }
-}
-
-static void add_received(cJSON *o, int64_t ms)
-{
-    time_t secs = (time_t)(ms / 1000);
-    char buf[64];
-    struct tm tm;
-
-    gmtime_r(&secs, &tm);
-    snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-             tm.tm_min, tm.tm_sec, (int)(ms % 1000));
-    cJSON_AddStringToObject(o, "received", buf);
+    rf_store_read_end(c->st, txn);
 }
 
 static int print_event(const struct rf_event *ev, void *arg)
 {
-    cJSON *o = cJSON_CreateObject();
-    char id[RF_EVENT_ID_LEN + 1], src[80], *line;
-    cJSON *headers;
+    cJSON *o = rf_event_json(ev);
+    char *line;
 
     if (o == NULL) {
         return RF_ENOMEM;
     }
-    rf_event_id(ev->seq, id);
-    snprintf(src, sizeof(src), "%.*s", (int)ev->source_len, ev->source);
-    cJSON_AddStringToObject(o, "id", id);
-    add_received(o, ev->received_ms);
-    cJSON_AddStringToObject(o, "source", src);
-    headers = cJSON_ParseWithLength(ev->headers, ev->headers_len);
-    cJSON_AddItemToObject(o, "headers",
-                          headers ? headers : cJSON_CreateObject());
-    add_body(o, ev);
+    add_outcome(o, arg, ev->seq);
     line = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (line == NULL) {
@@ -103,6 +62,7 @@ static int print_event(const struct rf_event *ev, void *arg)
 static int list(const char *data, const char *tenant, uint64_t since)
 {
     struct rf_store *st = NULL;
+    struct list_ctx ctx = {NULL, tenant};
     char err[512];
     int rc = rf_store_open(data, RF_STORE_RDONLY, 0, &st, err, sizeof(err));
 
@@ -110,7 +70,8 @@ static int list(const char *data, const char *tenant, uint64_t since)
         fprintf(stderr, "referee events: %s: %s\n", data, err);
         return 1;
     }
-    rc = rf_events_each(st, tenant, since, print_event, NULL);
+    ctx.st = st;
+    rc = rf_events_each(st, tenant, since, print_event, &ctx);
     rf_store_close(st);
     if (rc != 0) {
         fprintf(stderr, "referee events: %s\n", rf_strerror(rc));

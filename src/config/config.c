@@ -10,8 +10,11 @@
 
 #include <lauxlib.h>
 
-static const char *const top_keys[] = {"listen", "data", "tenants", "log",
-                                       "limits", "store", "intake", NULL};
+static const char *const top_keys[] = {"listen", "data",   "tenants",
+                                       "log",    "limits", "store",
+                                       "intake", "plugins", "scripts", NULL};
+static const char *const script_keys[] = {"memory_mb", "cpu_ms", "wall_ms",
+                                          "ca_file", NULL};
 static const char *const log_keys[] = {"level", "format", NULL};
 static const char *const limit_keys[] = {
     "header_max",      "body_max",          "header_timeout_ms",
@@ -44,7 +47,11 @@ int rf_config_defaults(struct rf_config *cfg)
     cfg->commit = RF_WRITER_GROUP;
     cfg->drain_ms = 10000;
     cfg->sig_tolerance_s = 300;
-    if (rf_config_set_string(&cfg->listen, "127.0.0.1:8080") ||
+    cfg->script_mem = (size_t)32 << 20;
+    cfg->script_cpu_ms = 50;
+    cfg->script_wall_ms = 30000;
+    if (rf_config_set_string(&cfg->plugins[0], "scripts/plugins") ||
+        rf_config_set_string(&cfg->listen, "127.0.0.1:8080") ||
         rf_config_set_string(&cfg->data_dir, "./data") ||
         rf_config_set_string(&cfg->tenants_dir, "./tenants")) {
         return RF_ENOMEM;
@@ -54,6 +61,12 @@ int rf_config_defaults(struct rf_config *cfg)
 
 void rf_config_cleanup(struct rf_config *cfg)
 {
+    for (int i = 0; cfg->plugins[i]; i++) {
+        free(cfg->plugins[i]);
+        cfg->plugins[i] = NULL;
+    }
+    free(cfg->ca_file);
+    cfg->ca_file = NULL;
     free(cfg->listen);
     free(cfg->data_dir);
     free(cfg->tenants_dir);
@@ -209,6 +222,69 @@ static int read_intake(struct rf_reader *r, struct rf_config *cfg)
     return rc;
 }
 
+static int read_scripts(struct rf_reader *r, struct rf_config *cfg)
+{
+    unsigned long long mb = cfg->script_mem >> 20, cpu = cfg->script_cpu_ms;
+    unsigned long long wall = cfg->script_wall_ms;
+    int rc = sub_table(r, "scripts");
+
+    if (rc <= 0) {
+        return rc;
+    }
+    rc = rf_reader_known_keys(r, -1, "scripts", script_keys);
+    if (rc == 0) {
+        rc = rf_reader_uint(r, -1, "scripts", "memory_mb", 1, 1024, &mb);
+    }
+    if (rc == 0) {
+        rc = rf_reader_uint(r, -1, "scripts", "cpu_ms", 1, 10000, &cpu);
+    }
+    if (rc == 0) {
+        rc = rf_reader_uint(r, -1, "scripts", "wall_ms", 100, 600000, &wall);
+    }
+    if (rc == 0) {
+        rc = rf_reader_string(r, -1, "scripts", "ca_file", &cfg->ca_file, 0);
+    }
+    cfg->script_mem = (size_t)mb << 20;
+    cfg->script_cpu_ms = (unsigned)cpu;
+    cfg->script_wall_ms = (unsigned)wall;
+    lua_pop(r->L, 1);
+    return rc;
+}
+
+/* plugins = { "dir", ... }: replaces the default list. */
+static int read_plugins(struct rf_reader *r, struct rf_config *cfg)
+{
+    lua_State *L = r->L;
+    int type = lua_getfield(L, -1, "plugins"), rc = 0;
+    lua_Integer n = type == LUA_TTABLE ? (lua_Integer)lua_rawlen(L, -1) : -1;
+
+    if (type == LUA_TNIL) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    if (n < 0 || n > 8) {
+        lua_pop(L, 1);
+        return rf_reader_fail(r, "plugins", "expected a list of at most 8 "
+                                            "folders");
+    }
+    for (int i = 0; cfg->plugins[i]; i++) {
+        free(cfg->plugins[i]);
+        cfg->plugins[i] = NULL;
+    }
+    for (lua_Integer i = 1; rc == 0 && i <= n; i++) {
+        if (lua_rawgeti(L, -1, i) != LUA_TSTRING) {
+            rc = rf_reader_fail(r, "plugins", "item %lld is not a string",
+                                (long long)i);
+        } else {
+            rc = rf_config_set_string(&cfg->plugins[i - 1],
+                                      lua_tostring(L, -1));
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
 static int read_top(struct rf_reader *r, struct rf_config *cfg)
 {
     char host[64];
@@ -247,6 +323,12 @@ static int read_top(struct rf_reader *r, struct rf_config *cfg)
     }
     if (rc == 0) {
         rc = read_intake(r, cfg);
+    }
+    if (rc == 0) {
+        rc = read_scripts(r, cfg);
+    }
+    if (rc == 0) {
+        rc = read_plugins(r, cfg);
     }
     return rc;
 }

@@ -208,6 +208,10 @@ static void on_written(struct rf_write_job *job)
         j->in->stats.accepted++;
         n = snprintf(body, sizeof(body), "{\"event_id\":\"%s\"}", id);
         rf_http_respond_json(j->req, 202, body, (size_t)n);
+        if (j->in->stored) {
+            j->in->stored(j->in->stored_arg, j->tenant, j->source,
+                          j->put.ev.seq);
+        }
     }
     rf_log_debug("intake", RF_F("tenant", j->tenant, "event", id), "%s",
                  j->put.duplicate ? "duplicate" : "stored");

@@ -1,11 +1,14 @@
 /* The daemon's loop: start-up in order, routing, signals, and a graceful
  * stop that finishes in-flight requests and commits before closing. */
 #include "referee/daemon.h"
+#include "referee/dispatch.h"
 #include "referee/error.h"
 #include "referee/intake.h"
 #include "referee/log.h"
+#include "referee/runtime.h"
 #include "referee/store.h"
 #include "referee/tenant.h"
+#include "referee/watch.h"
 #include "referee/writer.h"
 
 #include <signal.h>
@@ -16,6 +19,7 @@
 #define HEARTBEAT_MS 100
 #define DRAIN_POLL_MS 20
 #define READY_LAG_MS 1000
+#define WATCH_QUIET_MS 250
 
 struct daemon {
     uv_loop_t loop;
@@ -26,6 +30,9 @@ struct daemon {
     struct rf_tenant_env tenant_env;
     struct rf_intake intake;
     struct rf_http_server *http;
+    struct rf_runtime *runtime;
+    struct rf_dispatch *dispatch;
+    struct rf_watch *watch;
     uv_signal_t sigint, sigterm, sighup;
     uv_timer_t heartbeat, drain;
     uint64_t beat_due;  /* when the heartbeat should fire next */
@@ -137,6 +144,17 @@ static void on_heartbeat(uv_timer_t *t)
     d->beat_due = now + HEARTBEAT_MS;
 }
 
+/* The script thread switched versions (or failed to): retry the events
+ * that failed under an older version. */
+static void on_runtime_reloaded(const struct rf_hook_result *res, void *arg)
+{
+    struct daemon *d = arg;
+
+    if (!d->stopping && d->dispatch) {
+        (void)rf_dispatch_recover(d->dispatch, NULL);
+    }
+}
+
 static void reload_tenants(struct daemon *d)
 {
     struct rf_tenants *next = NULL;
@@ -151,6 +169,40 @@ static void reload_tenants(struct daemon *d)
     rf_tenants_free(d->tenants);
     d->tenants = next;
     rf_log_info("tenant", RF_NOF, "reloaded %zu tenants", next->n);
+    (void)rf_runtime_reload(d->runtime, NULL, on_runtime_reloaded, d);
+}
+
+/* A tenant's files changed: load it again in both places. */
+static void on_tenant_changed(const char *id, void *arg)
+{
+    struct daemon *d = arg;
+    char err[2048];
+    int rc;
+
+    if (d->stopping) {
+        return;
+    }
+    rc = rf_tenants_reload_one(d->tenants, d->cfg->tenants_dir, id,
+                               &d->tenant_env, err, sizeof(err));
+    if (rc != 0) {
+        err[strcspn(err, "\n")] = '\0';
+        rf_log_error("tenant", RF_F("tenant", id),
+                     "changed files do not load; the previous version keeps "
+                     "serving: %s",
+                     err);
+        return;
+    }
+    rf_log_info("tenant", RF_F("tenant", id), "files changed; reloading");
+    (void)rf_runtime_reload(d->runtime, id, on_runtime_reloaded, d);
+}
+
+/* Intake committed a new event: run its source's hook, if any. */
+static void on_stored(void *arg, const char *tenant, const char *source,
+                      uint64_t seq)
+{
+    struct daemon *d = arg;
+
+    rf_dispatch_event(d->dispatch, tenant, source, seq);
 }
 
 static void close_handle(uv_handle_t *h)
@@ -164,10 +216,16 @@ static void close_handle(uv_handle_t *h)
 static void finish_stop(struct daemon *d)
 {
     uv_timer_stop(&d->drain);
+    rf_watch_stop(d->watch);
+    d->watch = NULL;
+    rf_runtime_stop(d->runtime); /* hooks in flight end; outcomes queue */
+    d->runtime = NULL;
     rf_writer_stop(d->writer); /* commits what is queued, answers it */
     d->writer = NULL;
     rf_http_server_stop(d->http);
     d->http = NULL;
+    rf_dispatch_free(d->dispatch);
+    d->dispatch = NULL;
     close_handle((uv_handle_t *)&d->sigint);
     close_handle((uv_handle_t *)&d->sigterm);
     close_handle((uv_handle_t *)&d->sighup);
@@ -179,7 +237,8 @@ static void on_drain(uv_timer_t *t)
 {
     struct daemon *d = t->data;
     size_t inflight = rf_http_server_inflight(d->http);
-    size_t pending = rf_writer_pending(d->writer);
+    size_t pending = rf_writer_pending(d->writer) +
+                     rf_dispatch_pending(d->dispatch);
 
     if (inflight == 0 && pending == 0) {
         finish_stop(d);
@@ -221,6 +280,33 @@ static void on_signal(uv_signal_t *h, int signum)
 
 /* --- start-up ----------------------------------------------------------- */
 
+/* The script thread, the dispatcher and the folder watcher. */
+static int start_scripts(struct daemon *d)
+{
+    const struct rf_config *cfg = d->cfg;
+    struct rf_engine_opts o = {0};
+
+    o.store = d->store;
+    o.env = d->tenant_env;
+    o.ca_file = cfg->ca_file;
+    o.wall_ms = cfg->script_wall_ms;
+    d->runtime = rf_runtime_start(&d->loop, &o, cfg->tenants_dir);
+    if (d->runtime == NULL) {
+        rf_log_error("script", RF_NOF, "cannot start the script thread");
+        return RF_ENOMEM;
+    }
+    d->dispatch = rf_dispatch_new(&d->loop, d->store, d->writer, d->runtime,
+                                  (const struct rf_tenants *const *)&d
+                                      ->tenants);
+    if (d->dispatch == NULL) {
+        return RF_ENOMEM;
+    }
+    d->watch = rf_watch_start(&d->loop, cfg->tenants_dir, WATCH_QUIET_MS,
+                              on_tenant_changed, d);
+    (void)rf_dispatch_recover(d->dispatch, NULL);
+    return 0;
+}
+
 static int start_parts(struct daemon *d)
 {
     const struct rf_config *cfg = d->cfg;
@@ -229,6 +315,9 @@ static int start_parts(struct daemon *d)
     unsigned port;
     int rc;
 
+    d->tenant_env.plugin_path = (const char *const *)cfg->plugins;
+    d->tenant_env.mem_max = cfg->script_mem;
+    d->tenant_env.cpu_ms = cfg->script_cpu_ms;
     rc = rf_store_open(cfg->data_dir, cfg->sync ? 0 : RF_STORE_NOSYNC,
                        cfg->map_size, &d->store, err, sizeof(err));
     if (rc != 0) {
@@ -245,10 +334,16 @@ static int start_parts(struct daemon *d)
     if (d->writer == NULL) {
         return RF_ENOMEM;
     }
+    rc = start_scripts(d);
+    if (rc != 0) {
+        return rc;
+    }
     d->intake.store = d->store;
     d->intake.writer = d->writer;
     d->intake.tenants = (const struct rf_tenants *const *)&d->tenants;
     d->intake.tolerance_s = cfg->sig_tolerance_s;
+    d->intake.stored = on_stored;
+    d->intake.stored_arg = d;
     (void)rf_config_split_listen(cfg->listen, host, sizeof(host), &port);
     d->http = rf_http_server_start(&d->loop, host, port, &cfg->http, &app);
     if (d->http == NULL) {

@@ -292,6 +292,58 @@ static int cmp_tenant(const void *a, const void *b)
                   ((const struct rf_tenant *)b)->id);
 }
 
+/* Appends t's members as a new entry and keeps the array sorted. */
+static int insert(struct rf_tenants *ts, struct rf_tenant *t)
+{
+    struct rf_tenant *v = realloc(ts->v, (ts->n + 1) * sizeof(*v));
+
+    if (v == NULL) {
+        return RF_ENOMEM;
+    }
+    ts->v = v;
+    ts->v[ts->n++] = *t;
+    free(t); /* its members now belong to ts->v */
+    qsort(ts->v, ts->n, sizeof(*ts->v), cmp_tenant);
+    return 0;
+}
+
+int rf_tenants_reload_one(struct rf_tenants *ts, const char *dir,
+                          const char *id, const struct rf_tenant_env *env,
+                          char *err, size_t errlen)
+{
+    struct rf_tenant *old = (struct rf_tenant *)rf_tenant_find(
+        ts, id, strlen(id));
+    struct rf_tenant *t = NULL;
+    char path[4096];
+    int rc;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, id);
+    rc = rf_tenant_load(path, id, env, &t, NULL, err, errlen);
+    if (rc != 0 && old == NULL) {
+        t = calloc(1, sizeof(*t));
+        if (t == NULL || !(t->id = strdup(id)) || !(t->dir = strdup(path)) ||
+            !(t->error = strdup(err))) {
+            rf_tenant_free(t);
+            return RF_ENOMEM;
+        }
+        return insert(ts, t) == 0 ? rc : RF_ENOMEM;
+    }
+    if (rc != 0) {
+        return rc; /* the old entry keeps serving */
+    }
+    if (old == NULL) {
+        rc = insert(ts, t);
+        if (rc != 0) {
+            rf_tenant_free(t);
+        }
+        return rc;
+    }
+    free_members(old);
+    *old = *t;
+    free(t);
+    return 0;
+}
+
 /* Adds the tenant in folder `name`, or a placeholder holding its error. */
 static int add_tenant(struct rf_tenants *ts, const char *dir,
                       const char *name, const struct rf_tenant_env *env)

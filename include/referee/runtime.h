@@ -1,0 +1,56 @@
+/* The script runtime: a script engine (engine.h) on a thread and loop of
+ * its own, so that no tenant's script ever delays the intake loop. The
+ * intake loop talks to it through messages; answers come back on the
+ * caller's loop.
+ *
+ * Caveats: one script thread for now; every tenant's calls share it, and a
+ * call that burns its whole CPU budget delays the others on that thread by
+ * up to the budget (docs/limitations.md).
+ */
+#ifndef REFEREE_RUNTIME_H
+#define REFEREE_RUNTIME_H
+
+#include <stddef.h>
+
+#include <uv.h>
+
+#include "referee/engine.h"
+
+/* Called on the caller's loop with the hook's outcome; `res` is borrowed
+ * for the call. */
+typedef void (*rf_runtime_reply_cb)(const struct rf_hook_result *res,
+                                    void *arg);
+
+struct rf_runtime;
+
+/* Starts the script thread with an engine made from `opts` (its loop field
+ * is ignored: the thread has its own) and loads every tenant folder under
+ * `tenants_dir` there before returning. Replies are delivered on `loop`.
+ * Caller owns the result; stop with rf_runtime_stop(). NULL on failure.
+ * The strings in opts must outlive the runtime. */
+struct rf_runtime *rf_runtime_start(uv_loop_t *loop,
+                                    const struct rf_engine_opts *opts,
+                                    const char *tenants_dir);
+
+/* Asks for hook `hook` of `tenant` to run on `input` (copied). `reply` runs
+ * later on the caller's loop, exactly once. Returns 0 or RF_ENOMEM.
+ * Caller's loop thread only. */
+int rf_runtime_call(struct rf_runtime *rt, const char *tenant,
+                    const char *hook, const char *input, size_t len,
+                    const char *event, rf_runtime_reply_cb reply, void *arg);
+
+/* Reloads one tenant (or all when `tenant` is NULL) from its folder on the
+ * script thread; `reply` gets rc 0 when the new version is in place, or the
+ * load error (the old version keeps serving). `reply` may be NULL. */
+int rf_runtime_reload(struct rf_runtime *rt, const char *tenant,
+                      rf_runtime_reply_cb reply, void *arg);
+
+/* Calls waiting for an answer. Caller's loop thread. */
+size_t rf_runtime_pending(const struct rf_runtime *rt);
+
+/* Stops the thread: calls in flight end with RF_ESTOPPING and their
+ * replies run. Frees the runtime after its handle closed (the caller's
+ * loop must run once more). Accepts NULL. */
+void rf_runtime_stop(struct rf_runtime *rt);
+
+#endif

@@ -1,0 +1,179 @@
+/* Tenant folder watching on inotify (uv_fs_event_t), debounced. */
+#include "referee/watch.h"
+#include "referee/log.h"
+#include "referee/tenant.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct entry {
+    uv_fs_event_t ev; /* first: the close callback frees the entry */
+    struct rf_watch *w;
+    struct entry *next;
+    int pending;
+    char id[RF_TENANT_ID_MAX + 1];
+};
+
+struct rf_watch {
+    uv_fs_event_t root; /* first */
+    uv_timer_t quiet;
+    uv_loop_t *loop;
+    struct entry *entries;
+    unsigned quiet_ms;
+    rf_watch_cb cb;
+    void *arg;
+    int open_handles;
+    char dir[4096];
+};
+
+static void on_change(uv_fs_event_t *h, const char *file, int events,
+                      int status)
+{
+    struct entry *e = (struct entry *)h;
+
+    e->pending = 1;
+    uv_timer_start(&e->w->quiet, e->w->quiet.timer_cb, e->w->quiet_ms, 0);
+}
+
+static struct entry *find(struct rf_watch *w, const char *id)
+{
+    struct entry *e = w->entries;
+
+    while (e && strcmp(e->id, id) != 0) {
+        e = e->next;
+    }
+    return e;
+}
+
+static void free_entry(uv_handle_t *h)
+{
+    free(h); /* the handle is the entry's first member */
+}
+
+/* Watches dir/id if it is a tenant folder not yet watched. */
+static struct entry *add(struct rf_watch *w, const char *id)
+{
+    char path[8192];
+    struct entry *e;
+    struct stat st;
+
+    if (!rf_tenant_id_valid(id, strlen(id)) || find(w, id)) {
+        return NULL;
+    }
+    snprintf(path, sizeof(path), "%s/%s", w->dir, id);
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        return NULL;
+    }
+    e = calloc(1, sizeof(*e));
+    if (e == NULL) {
+        return NULL;
+    }
+    e->w = w;
+    snprintf(e->id, sizeof(e->id), "%s", id);
+    uv_fs_event_init(w->loop, &e->ev);
+    if (uv_fs_event_start(&e->ev, on_change, path, 0) != 0) {
+        rf_log_warn("watch", RF_F("tenant", id),
+                    "cannot watch the folder; reload it with SIGHUP");
+        uv_close((uv_handle_t *)&e->ev, free_entry);
+        return NULL;
+    }
+    w->open_handles++;
+    e->next = w->entries;
+    w->entries = e;
+    return e;
+}
+
+/* A change in the tenants directory itself: a folder came or went. */
+static void on_root(uv_fs_event_t *h, const char *file, int events,
+                    int status)
+{
+    struct rf_watch *w = (struct rf_watch *)h;
+    struct entry *e;
+
+    if (file == NULL) {
+        return;
+    }
+    e = add(w, file);
+    if (e) {
+        e->pending = 1;
+        uv_timer_start(&w->quiet, w->quiet.timer_cb, w->quiet_ms, 0);
+    }
+}
+
+static void on_quiet(uv_timer_t *t)
+{
+    struct rf_watch *w = t->data;
+
+    for (struct entry *e = w->entries; e; e = e->next) {
+        if (e->pending) {
+            e->pending = 0;
+            w->cb(e->id, w->arg);
+        }
+    }
+}
+
+struct rf_watch *rf_watch_start(uv_loop_t *loop, const char *dir,
+                                unsigned quiet_ms, rf_watch_cb cb, void *arg)
+{
+    struct rf_watch *w = calloc(1, sizeof(*w));
+    struct dirent *ent;
+    DIR *d;
+
+    if (w == NULL) {
+        return NULL;
+    }
+    w->loop = loop;
+    w->quiet_ms = quiet_ms;
+    w->cb = cb;
+    w->arg = arg;
+    snprintf(w->dir, sizeof(w->dir), "%s", dir);
+    uv_timer_init(loop, &w->quiet);
+    w->quiet.data = w;
+    w->quiet.timer_cb = on_quiet;
+    uv_fs_event_init(loop, &w->root);
+    w->open_handles = 2;
+    if (uv_fs_event_start(&w->root, on_root, dir, 0) != 0) {
+        rf_log_warn("watch", RF_F("dir", dir),
+                    "cannot watch the tenants directory; use SIGHUP");
+    }
+    d = opendir(dir);
+    while (d && (ent = readdir(d)) != NULL) {
+        (void)add(w, ent->d_name);
+    }
+    if (d) {
+        closedir(d);
+    }
+    return w;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    struct rf_watch *w = h->data;
+
+    if (h != (uv_handle_t *)&w->root && h != (uv_handle_t *)&w->quiet) {
+        free(h); /* an entry */
+    }
+    if (--w->open_handles == 0) {
+        free(w);
+    }
+}
+
+void rf_watch_stop(struct rf_watch *w)
+{
+    struct entry *e, *next;
+
+    if (w == NULL) {
+        return;
+    }
+    w->root.data = w;
+    uv_close((uv_handle_t *)&w->root, on_closed);
+    uv_close((uv_handle_t *)&w->quiet, on_closed);
+    for (e = w->entries; e; e = next) {
+        next = e->next;
+        e->ev.data = w;
+        uv_close((uv_handle_t *)&e->ev, on_closed);
+    }
+}

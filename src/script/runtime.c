@@ -1,0 +1,308 @@
+/* The script engine on its own thread: a mailbox in (uv_async_t on the
+ * script loop) and a mailbox out (uv_async_t on the caller's loop). */
+#include "referee/runtime.h"
+#include "referee/error.h"
+#include "referee/log.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum msg_kind { MSG_CALL, MSG_RELOAD };
+
+struct msg {
+    struct msg *next;
+    struct rf_runtime *rt;
+    enum msg_kind kind;
+    char tenant[RF_TENANT_ID_MAX + 1]; /* empty: every tenant (reload) */
+    char hook[64];
+    char event[40];
+    char *input;
+    size_t len;
+    rf_runtime_reply_cb reply;
+    void *arg;
+    int rc; /* the outcome, filled on the script thread */
+    char *error;
+    char *json;
+    char version[17];
+};
+
+struct queue {
+    struct msg *head, *tail;
+};
+
+struct rf_runtime {
+    uv_async_t reply_async; /* first: on the caller's loop */
+    uv_loop_t loop;         /* the script thread's */
+    uv_async_t in_async;
+    pthread_t thread;
+    struct rf_engine *engine;
+    struct rf_engine_opts opts;
+    const char *tenants_dir;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct queue in, out; /* guarded by mu */
+    int started, stopping; /* guarded by mu */
+    size_t pending;        /* caller's thread */
+};
+
+static void push(struct queue *q, struct msg *m)
+{
+    m->next = NULL;
+    if (q->tail) {
+        q->tail->next = m;
+    } else {
+        q->head = m;
+    }
+    q->tail = m;
+}
+
+static struct msg *take_all(struct queue *q)
+{
+    struct msg *m = q->head;
+
+    q->head = q->tail = NULL;
+    return m;
+}
+
+static void free_msg(struct msg *m)
+{
+    free(m->input);
+    free(m->error);
+    free(m->json);
+    free(m);
+}
+
+/* --- the script thread -------------------------------------------------- */
+
+/* Hands a finished message back to the caller's loop. */
+static void send_back(struct msg *m)
+{
+    struct rf_runtime *rt = m->rt;
+
+    pthread_mutex_lock(&rt->mu);
+    push(&rt->out, m);
+    pthread_mutex_unlock(&rt->mu);
+    uv_async_send(&rt->reply_async);
+}
+
+static void on_engine_done(const struct rf_hook_result *res, void *arg)
+{
+    struct msg *m = arg;
+
+    m->rc = res->rc;
+    m->error = res->error ? strdup(res->error) : NULL;
+    m->json = res->json ? strdup(res->json) : NULL;
+    snprintf(m->version, sizeof(m->version), "%s", res->version);
+    send_back(m);
+}
+
+static void do_reload(struct rf_runtime *rt, struct msg *m)
+{
+    char dir[4096], err[2048];
+
+    if (m->tenant[0] == '\0') {
+        rf_engine_load_dir(rt->engine, rt->tenants_dir);
+        m->rc = 0;
+    } else {
+        snprintf(dir, sizeof(dir), "%s/%s", rt->tenants_dir, m->tenant);
+        m->rc = rf_engine_load(rt->engine, dir, m->tenant, err, sizeof(err));
+        if (m->rc != 0) {
+            m->error = strdup(err);
+        } else {
+            snprintf(m->version, sizeof(m->version), "%s",
+                     rf_engine_tenant(rt->engine, m->tenant)->version);
+        }
+    }
+    send_back(m);
+}
+
+static void on_in(uv_async_t *h)
+{
+    struct rf_runtime *rt = h->data;
+    struct msg *m, *next;
+    int stopping;
+
+    pthread_mutex_lock(&rt->mu);
+    m = take_all(&rt->in);
+    stopping = rt->stopping;
+    pthread_mutex_unlock(&rt->mu);
+    for (; m; m = next) {
+        next = m->next;
+        if (m->kind == MSG_RELOAD) {
+            do_reload(rt, m);
+        } else if (rf_engine_call(rt->engine, m->tenant, m->hook, m->input,
+                                  m->len, m->event, on_engine_done,
+                                  m) != 0) {
+            m->rc = RF_ENOMEM;
+            send_back(m);
+        }
+    }
+    if (stopping) {
+        rf_engine_free(rt->engine); /* answers the calls in flight */
+        rt->engine = NULL;
+        uv_close((uv_handle_t *)&rt->in_async, NULL);
+    }
+}
+
+static void *script_main(void *arg)
+{
+    struct rf_runtime *rt = arg;
+    size_t n;
+
+    rt->opts.loop = &rt->loop;
+    rt->engine = rf_engine_new(&rt->opts);
+    n = rt->engine ? rf_engine_load_dir(rt->engine, rt->tenants_dir) : 0;
+    rf_log_info("script", RF_F("dir", rt->tenants_dir),
+                "script thread ready with %zu tenants", n);
+    pthread_mutex_lock(&rt->mu);
+    rt->started = rt->engine ? 1 : -1;
+    pthread_cond_signal(&rt->cv);
+    pthread_mutex_unlock(&rt->mu);
+    if (rt->engine) {
+        uv_run(&rt->loop, UV_RUN_DEFAULT);
+    }
+    return NULL;
+}
+
+/* --- the caller's side -------------------------------------------------- */
+
+static void on_reply(uv_async_t *h)
+{
+    struct rf_runtime *rt = (struct rf_runtime *)h;
+    struct msg *m, *next;
+
+    pthread_mutex_lock(&rt->mu);
+    m = take_all(&rt->out);
+    pthread_mutex_unlock(&rt->mu);
+    for (; m; m = next) {
+        struct rf_hook_result res = {m->rc, m->error,
+                                     m->json ? m->json : "null", m->version};
+
+        next = m->next;
+        rt->pending--;
+        if (m->reply) {
+            m->reply(&res, m->arg);
+        }
+        free_msg(m);
+    }
+}
+
+static void free_runtime(struct rf_runtime *rt)
+{
+    uv_loop_close(&rt->loop);
+    pthread_mutex_destroy(&rt->mu);
+    pthread_cond_destroy(&rt->cv);
+    free(rt);
+}
+
+static void on_reply_closed(uv_handle_t *h)
+{
+    free_runtime((struct rf_runtime *)h);
+}
+
+struct rf_runtime *rf_runtime_start(uv_loop_t *loop,
+                                    const struct rf_engine_opts *opts,
+                                    const char *tenants_dir)
+{
+    struct rf_runtime *rt = calloc(1, sizeof(*rt));
+
+    if (rt == NULL) {
+        return NULL;
+    }
+    rt->opts = *opts;
+    rt->tenants_dir = tenants_dir;
+    pthread_mutex_init(&rt->mu, NULL);
+    pthread_cond_init(&rt->cv, NULL);
+    uv_loop_init(&rt->loop);
+    uv_async_init(&rt->loop, &rt->in_async, on_in);
+    rt->in_async.data = rt;
+    uv_async_init(loop, &rt->reply_async, on_reply);
+    if (pthread_create(&rt->thread, NULL, script_main, rt) != 0) {
+        uv_close((uv_handle_t *)&rt->in_async, NULL);
+        uv_run(&rt->loop, UV_RUN_DEFAULT);
+        uv_close((uv_handle_t *)&rt->reply_async, on_reply_closed);
+        return NULL;
+    }
+    pthread_mutex_lock(&rt->mu);
+    while (rt->started == 0) {
+        pthread_cond_wait(&rt->cv, &rt->mu);
+    }
+    pthread_mutex_unlock(&rt->mu);
+    if (rt->started < 0) {
+        pthread_join(rt->thread, NULL);
+        uv_close((uv_handle_t *)&rt->in_async, NULL);
+        uv_run(&rt->loop, UV_RUN_DEFAULT);
+        uv_close((uv_handle_t *)&rt->reply_async, on_reply_closed);
+        return NULL;
+    }
+    return rt;
+}
+
+static int post(struct rf_runtime *rt, struct msg *m)
+{
+    pthread_mutex_lock(&rt->mu);
+    push(&rt->in, m);
+    pthread_mutex_unlock(&rt->mu);
+    rt->pending++;
+    uv_async_send(&rt->in_async);
+    return 0;
+}
+
+int rf_runtime_call(struct rf_runtime *rt, const char *tenant,
+                    const char *hook, const char *input, size_t len,
+                    const char *event, rf_runtime_reply_cb reply, void *arg)
+{
+    struct msg *m = calloc(1, sizeof(*m));
+
+    if (m == NULL || (len > 0 && (m->input = malloc(len)) == NULL)) {
+        free(m);
+        return RF_ENOMEM;
+    }
+    memcpy(m->input, input, len);
+    m->len = len;
+    m->rt = rt;
+    m->kind = MSG_CALL;
+    m->reply = reply;
+    m->arg = arg;
+    snprintf(m->tenant, sizeof(m->tenant), "%s", tenant);
+    snprintf(m->hook, sizeof(m->hook), "%s", hook);
+    snprintf(m->event, sizeof(m->event), "%s", event ? event : "");
+    return post(rt, m);
+}
+
+int rf_runtime_reload(struct rf_runtime *rt, const char *tenant,
+                      rf_runtime_reply_cb reply, void *arg)
+{
+    struct msg *m = calloc(1, sizeof(*m));
+
+    if (m == NULL) {
+        return RF_ENOMEM;
+    }
+    m->rt = rt;
+    m->kind = MSG_RELOAD;
+    m->reply = reply;
+    m->arg = arg;
+    snprintf(m->tenant, sizeof(m->tenant), "%s", tenant ? tenant : "");
+    return post(rt, m);
+}
+
+size_t rf_runtime_pending(const struct rf_runtime *rt)
+{
+    return rt->pending;
+}
+
+void rf_runtime_stop(struct rf_runtime *rt)
+{
+    if (rt == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&rt->mu);
+    rt->stopping = 1;
+    pthread_mutex_unlock(&rt->mu);
+    uv_async_send(&rt->in_async);
+    pthread_join(rt->thread, NULL);
+    on_reply(&rt->reply_async); /* the replies of the last calls */
+    uv_close((uv_handle_t *)&rt->reply_async, on_reply_closed);
+}

@@ -1,0 +1,388 @@
+/* Stored events to their source's hook, with durable outcomes. */
+#include "referee/dispatch.h"
+#include "referee/error.h"
+#include "referee/events.h"
+#include "referee/log.h"
+#include "referee/script_api.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#define INFLIGHT_MAX 64
+#define ERROR_KEEP 1000
+
+struct item {
+    struct item *next;
+    struct rf_dispatch *d;
+    char tenant[RF_TENANT_ID_MAX + 1];
+    uint64_t seq;
+};
+
+struct outcome_job {
+    struct rf_write_job wj; /* first: the writer hands this back */
+    struct rf_dispatch *d;
+    struct rf_store *store;
+    unsigned char key[RF_TENANT_ID_MAX + 1 + 8];
+    size_t klen;
+    char *value;
+};
+
+struct rf_dispatch {
+    uv_loop_t *loop;
+    struct rf_store *store;
+    struct rf_writer *writer;
+    struct rf_runtime *rt;
+    const struct rf_tenants *const *tenants;
+    struct item *head, *tail;
+    size_t queued, inflight;
+    struct rf_dispatch_stats stats;
+};
+
+static size_t outcome_key(unsigned char *k, const char *tenant, uint64_t seq)
+{
+    size_t tlen = strlen(tenant);
+
+    memcpy(k, tenant, tlen);
+    k[tlen] = 0;
+    rf_store_put_be64(k + tlen + 1, seq);
+    return tlen + 9;
+}
+
+static void pump(struct rf_dispatch *d);
+
+/* --- outcomes ----------------------------------------------------------- */
+
+static int run_outcome(MDB_txn *txn, struct rf_write_job *wj)
+{
+    struct outcome_job *j = (struct outcome_job *)wj;
+    MDB_val k = {j->klen, j->key}, v = {strlen(j->value), j->value};
+
+    return rf_store_rc(
+        mdb_put(txn, rf_store_dbi(j->store, RF_DB_OUTCOMES), &k, &v, 0));
+}
+
+static void on_outcome_written(struct rf_write_job *wj)
+{
+    struct outcome_job *j = (struct outcome_job *)wj;
+    struct rf_dispatch *d = j->d;
+
+    if (wj->rc != 0) {
+        rf_log_error("dispatch", RF_NOF,
+                     "cannot record an outcome (%s); the event runs again "
+                     "at the next start",
+                     rf_strerror(wj->rc));
+    }
+    d->inflight--;
+    cJSON_free(j->value);
+    free(j);
+    pump(d);
+}
+
+static void record(struct rf_dispatch *d, const char *tenant, uint64_t seq,
+                   const struct rf_hook_result *res)
+{
+    struct outcome_job *j = calloc(1, sizeof(*j));
+    cJSON *o = cJSON_CreateObject();
+    char err[ERROR_KEEP + 1];
+
+    if (j == NULL || o == NULL) {
+        cJSON_Delete(o);
+        free(j);
+        d->inflight--; /* not recorded: it runs again at the next start */
+        return;
+    }
+    cJSON_AddStringToObject(o, "status", res->rc == 0 ? "done" : "failed");
+    cJSON_AddStringToObject(o, "version", res->version);
+    cJSON_AddNumberToObject(o, "at", (double)time(NULL));
+    if (res->rc != 0) {
+        snprintf(err, sizeof(err), "%s", res->error ? res->error : "");
+        cJSON_AddStringToObject(o, "error", err);
+    }
+    j->value = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    j->wj.run = run_outcome;
+    j->wj.done = on_outcome_written;
+    j->d = d;
+    j->store = d->store;
+    j->klen = outcome_key(j->key, tenant, seq);
+    if (j->value == NULL) {
+        free(j);
+        d->inflight--;
+        return;
+    }
+    rf_writer_submit(d->writer, &j->wj);
+}
+
+/* --- running ------------------------------------------------------------ */
+
+static void on_reply(const struct rf_hook_result *res, void *arg)
+{
+    struct item *it = arg;
+    struct rf_dispatch *d = it->d;
+
+    if (res->rc == 0) {
+        d->stats.done++;
+    } else {
+        d->stats.failed++;
+    }
+    record(d, it->tenant, it->seq, res);
+    free(it);
+}
+
+/* The hook for an event: its source's, if the tenant and source still
+ * exist and the source names one. */
+static const char *hook_of(struct rf_dispatch *d, const char *tenant,
+                           const char *source)
+{
+    const struct rf_tenant *t =
+        rf_tenant_find(*d->tenants, tenant, strlen(tenant));
+    const struct rf_source *s =
+        t && !t->error ? rf_source_find(t, source, strlen(source)) : NULL;
+
+    return s ? s->hook : NULL;
+}
+
+/* Builds the hook's input: the event, plus its body decoded when JSON. */
+static char *input_of(struct rf_dispatch *d, struct item *it, char *source,
+                      size_t srclen)
+{
+    cJSON *ev = rf_event_load_json(d->store, it->tenant, it->seq);
+    const cJSON *body = cJSON_GetObjectItemCaseSensitive(ev, "body");
+    const cJSON *src = cJSON_GetObjectItemCaseSensitive(ev, "source");
+    char err[96], *text;
+
+    if (ev == NULL) {
+        return NULL;
+    }
+    snprintf(source, srclen, "%s", cJSON_IsString(src) ? src->valuestring
+                                                       : "");
+    if (cJSON_IsString(body)) {
+        cJSON *json = rf_api_parse_json(body->valuestring,
+                                        strlen(body->valuestring), err,
+                                        sizeof(err));
+
+        if (json) {
+            cJSON_AddItemToObject(ev, "json", json);
+        }
+    }
+    text = cJSON_PrintUnformatted(ev);
+    cJSON_Delete(ev);
+    return text;
+}
+
+static void start(struct rf_dispatch *d, struct item *it)
+{
+    char source[RF_TENANT_ID_MAX + 1], id[RF_EVENT_ID_LEN + 1];
+    char *input = input_of(d, it, source, sizeof(source));
+    const char *hook = input ? hook_of(d, it->tenant, source) : NULL;
+
+    if (hook == NULL) {
+        cJSON_free(input);
+        free(it); /* deleted tenant or source, or no hook any more */
+        return;
+    }
+    rf_event_id(it->seq, id);
+    d->inflight++;
+    d->stats.dispatched++;
+    if (rf_runtime_call(d->rt, it->tenant, hook, input, strlen(input), id,
+                        on_reply, it) != 0) {
+        d->inflight--;
+        free(it);
+    }
+    cJSON_free(input);
+}
+
+static void pump(struct rf_dispatch *d)
+{
+    while (d->head && d->inflight < INFLIGHT_MAX) {
+        struct item *it = d->head;
+
+        d->head = it->next;
+        if (d->head == NULL) {
+            d->tail = NULL;
+        }
+        d->queued--;
+        start(d, it);
+    }
+}
+
+static void enqueue(struct rf_dispatch *d, const char *tenant, uint64_t seq)
+{
+    struct item *it = calloc(1, sizeof(*it));
+
+    if (it == NULL) {
+        return; /* not dispatched now: recovered at the next start */
+    }
+    it->d = d;
+    snprintf(it->tenant, sizeof(it->tenant), "%s", tenant);
+    it->seq = seq;
+    if (d->tail) {
+        d->tail->next = it;
+    } else {
+        d->head = it;
+    }
+    d->tail = it;
+    d->queued++;
+}
+
+void rf_dispatch_event(struct rf_dispatch *d, const char *tenant,
+                       const char *source, uint64_t seq)
+{
+    if (hook_of(d, tenant, source) == NULL) {
+        return;
+    }
+    enqueue(d, tenant, seq);
+    pump(d);
+}
+
+/* --- recovery ----------------------------------------------------------- */
+
+/* Whether an event needs running: no outcome yet, or failed under another
+ * version than the current one. */
+static int needs_run(MDB_txn *txn, struct rf_dispatch *d,
+                     const struct rf_tenant *t, uint64_t seq)
+{
+    unsigned char key[RF_TENANT_ID_MAX + 1 + 8];
+    MDB_val k = {outcome_key(key, t->id, seq), key}, v;
+    const cJSON *status, *version;
+    cJSON *o;
+    int run;
+
+    if (mdb_get(txn, rf_store_dbi(d->store, RF_DB_OUTCOMES), &k, &v) != 0) {
+        return 1;
+    }
+    o = cJSON_ParseWithLength(v.mv_data, v.mv_size);
+    status = cJSON_GetObjectItemCaseSensitive(o, "status");
+    version = cJSON_GetObjectItemCaseSensitive(o, "version");
+    run = cJSON_IsString(status) && strcmp(status->valuestring, "failed") == 0 &&
+          cJSON_IsString(version) &&
+          strcmp(version->valuestring, t->version) != 0;
+    cJSON_Delete(o);
+    return run;
+}
+
+static int has_hooked_source(const struct rf_tenant *t)
+{
+    for (size_t i = 0; i < t->nsources; i++) {
+        if (t->sources[i].hook) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Scans one tenant's events in one read transaction. */
+static long recover_tenant(struct rf_dispatch *d, const struct rf_tenant *t)
+{
+    size_t tlen = strlen(t->id);
+    unsigned char start[RF_TENANT_ID_MAX + 1 + 8];
+    MDB_val k = {outcome_key(start, t->id, 1), start}, v;
+    MDB_cursor *cur = NULL;
+    MDB_txn *txn = NULL;
+    long n = 0;
+    int mrc;
+
+    if (rf_store_read_begin(d->store, &txn) != 0 ||
+        mdb_cursor_open(txn, rf_store_dbi(d->store, RF_DB_EVENTS), &cur)) {
+        rf_store_read_end(d->store, txn);
+        return RF_ESTORE;
+    }
+    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0;
+         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        struct rf_event ev;
+        const struct rf_source *s;
+        uint64_t seq;
+
+        if (k.mv_size != tlen + 9 || memcmp(k.mv_data, start, tlen + 1)) {
+            break;
+        }
+        seq = rf_store_get_be64((unsigned char *)k.mv_data + tlen + 1);
+        if (rf_event_decode(v.mv_data, v.mv_size, &ev) != 0) {
+            continue;
+        }
+        s = rf_source_find(t, ev.source, ev.source_len);
+        if (s && s->hook && needs_run(txn, d, t, seq)) {
+            enqueue(d, t->id, seq);
+            n++;
+        }
+    }
+    mdb_cursor_close(cur);
+    rf_store_read_end(d->store, txn);
+    return n;
+}
+
+long rf_dispatch_recover(struct rf_dispatch *d, const char *tenant)
+{
+    const struct rf_tenants *ts = *d->tenants;
+    long total = 0;
+
+    for (size_t i = 0; i < ts->n; i++) {
+        const struct rf_tenant *t = &ts->v[i];
+        long n;
+
+        if (t->error || !has_hooked_source(t) ||
+            (tenant && strcmp(tenant, t->id) != 0)) {
+            continue;
+        }
+        n = recover_tenant(d, t);
+        if (n < 0) {
+            return n;
+        }
+        total += n;
+    }
+    if (total > 0) {
+        rf_log_info("dispatch", RF_F("tenant", tenant),
+                    "%ld events to run (never run, or failed under an "
+                    "older script)",
+                    total);
+    }
+    pump(d);
+    return total;
+}
+
+size_t rf_dispatch_pending(const struct rf_dispatch *d)
+{
+    return d->queued + d->inflight;
+}
+
+void rf_dispatch_stats(const struct rf_dispatch *d,
+                       struct rf_dispatch_stats *out)
+{
+    *out = d->stats;
+}
+
+struct rf_dispatch *rf_dispatch_new(uv_loop_t *loop, struct rf_store *store,
+                                    struct rf_writer *writer,
+                                    struct rf_runtime *rt,
+                                    const struct rf_tenants *const *tenants)
+{
+    struct rf_dispatch *d = calloc(1, sizeof(*d));
+
+    if (d == NULL) {
+        return NULL;
+    }
+    d->loop = loop;
+    d->store = store;
+    d->writer = writer;
+    d->rt = rt;
+    d->tenants = tenants;
+    return d;
+}
+
+void rf_dispatch_free(struct rf_dispatch *d)
+{
+    struct item *it, *next;
+
+    if (d == NULL) {
+        return;
+    }
+    for (it = d->head; it; it = next) {
+        next = it->next;
+        free(it);
+    }
+    free(d);
+}
