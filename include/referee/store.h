@@ -27,6 +27,8 @@ enum rf_db {
     RF_DB_DEDUP,    /* tenant \0 source \0 delivery id -> be64(seq) */
     RF_DB_KV,       /* tenant \0 key -> JSON text (script store API) */
     RF_DB_OUTCOMES, /* tenant \0 be64(seq) -> JSON outcome of its hook */
+    RF_DB_ZOHO,     /* tenant \0 kind \0 name -> connector state (tokens,
+                       cursors, channels, credits); see src/zoho/ */
     RF_DB_COUNT
 };
 
