@@ -24,13 +24,19 @@ typedef void (*rf_runtime_reply_cb)(const struct rf_hook_result *res,
 struct rf_runtime;
 
 /* Starts the script thread with an engine made from `opts` (its loop field
- * is ignored: the thread has its own) and loads every tenant folder under
- * `tenants_dir` there before returning. Replies are delivered on `loop`.
- * Caller owns the result; stop with rf_runtime_stop(). NULL on failure.
- * The strings in opts must outlive the runtime. */
+ * is ignored: the thread has its own), which loads every tenant folder
+ * under `tenants_dir` while this thread goes on; rf_runtime_ready() waits
+ * for that. Replies are delivered on `loop`. Caller owns the result; stop
+ * with rf_runtime_stop(). NULL on failure. The strings in opts must outlive
+ * the runtime. */
 struct rf_runtime *rf_runtime_start(uv_loop_t *loop,
                                     const struct rf_engine_opts *opts,
                                     const char *tenants_dir);
+
+/* Waits until the script thread has loaded its tenants. Returns 0, or
+ * RF_ENOMEM when its engine could not start (the runtime must then only be
+ * stopped). */
+int rf_runtime_ready(struct rf_runtime *rt);
 
 /* Asks for hook `hook` of `tenant` to run on `input` (copied). `reply` runs
  * later on the caller's loop, exactly once. Returns 0 or RF_ENOMEM.

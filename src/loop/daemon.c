@@ -280,8 +280,9 @@ static void on_signal(uv_signal_t *h, int signum)
 
 /* --- start-up ----------------------------------------------------------- */
 
-/* The script thread, the dispatcher and the folder watcher. */
-static int start_scripts(struct daemon *d)
+/* The script thread; it loads its tenants while the main thread loads the
+ * intake's registry. */
+static int start_runtime(struct daemon *d)
 {
     const struct rf_config *cfg = d->cfg;
     struct rf_engine_opts o = {0};
@@ -293,6 +294,18 @@ static int start_scripts(struct daemon *d)
     d->runtime = rf_runtime_start(&d->loop, &o, cfg->tenants_dir);
     if (d->runtime == NULL) {
         rf_log_error("script", RF_NOF, "cannot start the script thread");
+        return RF_ENOMEM;
+    }
+    return 0;
+}
+
+/* The dispatcher and the folder watcher, once the script thread is ready. */
+static int start_scripts(struct daemon *d)
+{
+    const struct rf_config *cfg = d->cfg;
+
+    if (rf_runtime_ready(d->runtime) != 0) {
+        rf_log_error("script", RF_NOF, "the script thread failed to start");
         return RF_ENOMEM;
     }
     d->dispatch = rf_dispatch_new(&d->loop, d->store, d->writer, d->runtime,
@@ -322,6 +335,10 @@ static int start_parts(struct daemon *d)
                        cfg->map_size, &d->store, err, sizeof(err));
     if (rc != 0) {
         rf_log_error("store", RF_F("dir", cfg->data_dir), "%s", err);
+        return rc;
+    }
+    rc = start_runtime(d);
+    if (rc != 0) {
         return rc;
     }
     rc = rf_tenants_load(cfg->tenants_dir, &d->tenant_env, &d->tenants);

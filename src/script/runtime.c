@@ -225,19 +225,20 @@ struct rf_runtime *rf_runtime_start(uv_loop_t *loop,
         uv_close((uv_handle_t *)&rt->reply_async, on_reply_closed);
         return NULL;
     }
+    return rt;
+}
+
+int rf_runtime_ready(struct rf_runtime *rt)
+{
+    int started;
+
     pthread_mutex_lock(&rt->mu);
     while (rt->started == 0) {
         pthread_cond_wait(&rt->cv, &rt->mu);
     }
+    started = rt->started;
     pthread_mutex_unlock(&rt->mu);
-    if (rt->started < 0) {
-        pthread_join(rt->thread, NULL);
-        uv_close((uv_handle_t *)&rt->in_async, NULL);
-        uv_run(&rt->loop, UV_RUN_DEFAULT);
-        uv_close((uv_handle_t *)&rt->reply_async, on_reply_closed);
-        return NULL;
-    }
-    return rt;
+    return started > 0 ? 0 : RF_ENOMEM;
 }
 
 static int post(struct rf_runtime *rt, struct msg *m)
@@ -301,8 +302,14 @@ void rf_runtime_stop(struct rf_runtime *rt)
     pthread_mutex_lock(&rt->mu);
     rt->stopping = 1;
     pthread_mutex_unlock(&rt->mu);
-    uv_async_send(&rt->in_async);
-    pthread_join(rt->thread, NULL);
+    if (rf_runtime_ready(rt) == 0) {
+        uv_async_send(&rt->in_async);
+        pthread_join(rt->thread, NULL);
+    } else {
+        pthread_join(rt->thread, NULL); /* it never ran its loop */
+        uv_close((uv_handle_t *)&rt->in_async, NULL);
+        uv_run(&rt->loop, UV_RUN_DEFAULT);
+    }
     on_reply(&rt->reply_async); /* the replies of the last calls */
     uv_close((uv_handle_t *)&rt->reply_async, on_reply_closed);
 }
