@@ -1,0 +1,206 @@
+/* Tenant settings: hooks, allowed hosts, limits, file() secrets, versions,
+ * and errors that name file, line and setting. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#include "referee/error.h"
+#include "referee/tenant.h"
+
+static char dir[64];
+
+static int make_dir(void **state)
+{
+    snprintf(dir, sizeof(dir), "/tmp/rf-test-tenant-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    return 0;
+}
+
+static int remove_dir(void **state)
+{
+    char cmd[128];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+    return 0;
+}
+
+static void write_file(const char *id, const char *name, const char *text)
+{
+    char path[256];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, id);
+    mkdir(path, 0700);
+    snprintf(path, sizeof(path), "%s/%s/%s", dir, id, name);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Loads tenant `id`; returns rc, the tenant in *out on success. */
+static int load(const char *id, struct rf_tenant **out, char *err)
+{
+    char path[256];
+
+    snprintf(path, sizeof(path), "%s/%s", dir, id);
+    *out = NULL;
+    return rf_tenant_load(path, id, NULL, out, NULL, err, 2048);
+}
+
+static void expect_error(const char *id, const char *text, int want_rc,
+                         const char *want)
+{
+    struct rf_tenant *t;
+    char err[2048], full[2300];
+
+    write_file(id, "tenant.lua", text);
+    assert_int_equal(load(id, &t, err), want_rc);
+    assert_null(t);
+    snprintf(full, sizeof(full), "%s/%s/tenant.lua:%s", dir, id, want);
+    err[strcspn(err, "\n")] = '\0';
+    if (strcmp(err, full) != 0) {
+        print_error("got:  %s\nwant: %s\n", err, full);
+        fail();
+    }
+}
+
+static void test_full_settings(void **state)
+{
+    struct rf_tenant *t;
+    char err[2048];
+
+    write_file("acme", "secrets_shop", "s3cret\n");
+    write_file("acme", "tenant.lua",
+               "return {\n"
+               "  sources = {\n"
+               "    shop = { secret = file('secrets_shop'),\n"
+               "             hook = 'on_order' },\n"
+               "  },\n"
+               "  allowed_hosts = { 'api.giftly.example',\n"
+               "    'http://127.0.0.1:9000',\n"
+               "    { host = '10.0.0.5', port = 8443, private = true } },\n"
+               "  limits = { memory_mb = 8, cpu_ms = 20 },\n"
+               "  cohort = function() return true end,\n"
+               "  reward = function() end,\n"
+               "  on_order = function(ev) return ev.id end,\n"
+               "}\n");
+    assert_int_equal(load("acme", &t, err), 0);
+    assert_int_equal(t->hooks, (1u << RF_HOOK_COHORT) | (1u << RF_HOOK_REWARD));
+    assert_int_equal(t->sources[0].secret_len, 6);
+    assert_memory_equal(t->sources[0].secret, "s3cret", 6);
+    assert_string_equal(t->sources[0].hook, "on_order");
+    assert_int_equal(t->nallow, 3);
+    assert_string_equal(t->allow[0].host, "api.giftly.example");
+    assert_int_equal(t->allow[0].port, 0);
+    assert_int_equal(t->allow[0].http, 0);
+    assert_string_equal(t->allow[1].host, "127.0.0.1");
+    assert_int_equal(t->allow[1].port, 9000);
+    assert_int_equal(t->allow[1].http, 1);
+    assert_int_equal(t->allow[1].private_ok, 0);
+    assert_int_equal(t->allow[2].port, 8443);
+    assert_int_equal(t->allow[2].private_ok, 1);
+    assert_int_equal(t->mem_max, 8 << 20);
+    assert_int_equal(t->cpu_ms, 20);
+    assert_int_equal(strlen(t->version), 16);
+    rf_tenant_free(t);
+}
+
+static void test_version_follows_content(void **state)
+{
+    struct rf_tenant *a, *b, *c;
+    char err[2048];
+
+    write_file("v", "tenant.lua", "return {}\n");
+    assert_int_equal(load("v", &a, err), 0);
+    assert_int_equal(load("v", &b, err), 0);
+    write_file("v", "tenant.lua", "return { }\n");
+    assert_int_equal(load("v", &c, err), 0);
+    assert_string_equal(a->version, b->version);
+    assert_string_not_equal(a->version, c->version);
+    /* sha256("return {}\n"), computed independently. */
+    assert_string_equal(a->version, "1232d8379de77e15");
+    rf_tenant_free(a);
+    rf_tenant_free(b);
+    rf_tenant_free(c);
+}
+
+static void test_errors_name_line(void **state)
+{
+    expect_error("e1", "return {\n  cohort = function() end,\n"
+                       "  milestones = function() end,\n}\n",
+                 RF_ECONFIG,
+                 "3: setting 'milestones': unknown hook (hooks are cohort, "
+                 "capture, milestone, reward and the sources' hooks)");
+    expect_error("e2", "return {\n  reward = 'later',\n}\n", RF_ECONFIG,
+                 "2: setting 'reward': a hook must be a function, got "
+                 "string");
+    expect_error("e3", "return {\n  sources = {\n"
+                       "    shop = { hook = 'on_shop' },\n  },\n}\n",
+                 RF_ECONFIG,
+                 "3: setting 'sources.shop.hook': no function named "
+                 "'on_shop' in the returned table");
+    expect_error("e4", "return {\n  allowed_hosts = {\n"
+                       "    'ftp://x' ,\n  },\n}\n",
+                 RF_ECONFIG,
+                 "2: setting 'allowed_hosts': item 1: expected \"host\", "
+                 "\"host:port\" or \"http(s)://host\"");
+    expect_error("e5", "return {\n  limits = { cpu_ms = 0 },\n}\n",
+                 RF_ECONFIG,
+                 "2: setting 'limits.cpu_ms': must be between 1 and 10000");
+    expect_error("e6", "return { zoho_id = 5 }\n", RF_ECONFIG,
+                 "1: setting 'zoho_id': unknown setting");
+}
+
+static void test_file_secret_stays_inside(void **state)
+{
+    expect_error("f1", "return { sources = { s = { secret = "
+                       "file('../f1/tenant.lua') } } }\n",
+                 RF_ESCRIPT,
+                 "1: file(): '../f1/tenant.lua' must be a path inside the "
+                 "tenant folder");
+}
+
+static void test_registry_reload_one(void **state)
+{
+    struct rf_tenants *ts = NULL;
+    char err[2048];
+
+    write_file("r1", "tenant.lua", "return { sources = { a = {} } }\n");
+    assert_int_equal(rf_tenants_load(dir, NULL, &ts), 0);
+    assert_non_null(rf_tenant_find(ts, "r1", 2));
+    /* A broken edit keeps the old entry. */
+    write_file("r1", "tenant.lua", "return { sources = { a = 1 } }\n");
+    assert_int_equal(rf_tenants_reload_one(ts, dir, "r1", NULL, err,
+                                           sizeof(err)),
+                     RF_ECONFIG);
+    assert_non_null(rf_source_find(rf_tenant_find(ts, "r1", 2), "a", 1));
+    /* A new folder is added. */
+    write_file("r0", "tenant.lua", "return { sources = { b = {} } }\n");
+    assert_int_equal(rf_tenants_reload_one(ts, dir, "r0", NULL, err,
+                                           sizeof(err)),
+                     0);
+    assert_non_null(rf_source_find(rf_tenant_find(ts, "r0", 2), "b", 1));
+    assert_non_null(rf_tenant_find(ts, "r1", 2));
+    rf_tenants_free(ts);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_full_settings),
+        cmocka_unit_test(test_version_follows_content),
+        cmocka_unit_test(test_errors_name_line),
+        cmocka_unit_test(test_file_secret_stays_inside),
+        cmocka_unit_test(test_registry_reload_one),
+    };
+
+    return cmocka_run_group_tests(tests, make_dir, remove_dir);
+}
