@@ -51,6 +51,14 @@ static const struct command commands[] = {
      "traceback on stderr. Exit 0 or 1. Its http.request calls are real;\n"
      "store calls need --data.\n",
      rf_cli_call},
+    {"dead", "list or replay dead letters of the outbox",
+     "referee dead list --data DIR --tenant ID\n"
+     "referee dead replay --data DIR --tenant ID [JOB]\n\n"
+     "list prints the tenant's dead letters as JSON lines (id, kind, key,\n"
+     "attempts, last_error, payload). replay makes one dead letter (or\n"
+     "all of the tenant's) pending again with the same idempotency key;\n"
+     "a running daemon picks them up within a second.\n",
+     rf_cli_dead},
     {"help", "show help for a command", "referee help [COMMAND]\n", cmd_help},
     {"version", "print the version", "referee version\n", cmd_version},
 };

@@ -14,6 +14,9 @@ int rf_cli_check(int argc, char **argv);
  * [--ca-file FILE]` */
 int rf_cli_call(int argc, char **argv);
 
+/* `referee dead list|replay --data DIR --tenant ID [JOB]` */
+int rf_cli_dead(int argc, char **argv);
+
 /* Prints a one-line usage error for `cmd` and returns 2. */
 int rf_cli_usage_error(const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -29,6 +29,9 @@ enum rf_db {
     RF_DB_OUTCOMES, /* tenant \0 be64(seq) -> JSON outcome of its hook */
     RF_DB_ZOHO,     /* tenant \0 kind \0 name -> connector state (tokens,
                        cursors, channels, credits); see src/zoho/ */
+    RF_DB_OUTBOX,   /* be64(job id) -> job record; see outbox.h */
+    RF_DB_OUTBOX_DUE, /* be64(due ms) be64(job id) -> "" (pending jobs) */
+    RF_DB_OUTBOX_KEYS, /* tenant \0 idempotency key -> be64(job id) */
     RF_DB_COUNT
 };
 

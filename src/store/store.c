@@ -14,7 +14,8 @@
 #define DEFAULT_MAP_SIZE ((size_t)64 << 20)
 
 static const char *const db_names[RF_DB_COUNT] = {
-    "meta", "events", "dedup", "kv", "outcomes", "zoho"};
+    "meta", "events", "dedup", "kv", "outcomes", "zoho", "outbox",
+    "outbox_due", "outbox_keys"};
 
 struct rf_store {
     MDB_env *env;
