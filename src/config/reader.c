@@ -87,30 +87,105 @@ static int line_at(const char *s, size_t off)
     return line;
 }
 
+/* Skips a comment or string literal starting at s[i], returning the index
+ * after it, or i when none starts there. Long brackets ([[ ]], [==[ ]==])
+ * are handled for both. */
+static size_t skip_non_code(const char *s, size_t len, size_t i)
+{
+    size_t j = i, eq = 0;
+    char q;
+
+    if (i + 1 < len && s[i] == '-' && s[i + 1] == '-') {
+        j = i + 2;
+        if (j < len && s[j] == '[') {
+            size_t k = j + 1;
+
+            while (k < len && s[k] == '=') {
+                k++;
+            }
+            if (k < len && s[k] == '[') {
+                eq = k - j - 1;
+                for (k++; k + eq + 1 < len; k++) {
+                    if (s[k] == ']' && s[k + eq + 1] == ']' &&
+                        strspn(s + k + 1, "=") >= eq) {
+                        return k + eq + 2;
+                    }
+                }
+                return len;
+            }
+        }
+        while (j < len && s[j] != '\n') {
+            j++;
+        }
+        return j;
+    }
+    if (s[i] == '"' || s[i] == '\'') {
+        q = s[i];
+        for (j = i + 1; j < len && s[j] != q && s[j] != '\n'; j++) {
+            j += s[j] == '\\';
+        }
+        return j < len ? j + 1 : len;
+    }
+    if (s[i] == '[' && i + 1 < len && (s[i + 1] == '[' || s[i + 1] == '=')) {
+        size_t k = i + 1;
+
+        while (k < len && s[k] == '=') {
+            k++;
+        }
+        if (k < len && s[k] == '[') {
+            eq = k - i - 1;
+            for (k++; k + eq + 1 < len; k++) {
+                if (s[k] == ']' && s[k + eq + 1] == ']' &&
+                    strspn(s + k + 1, "=") >= eq) {
+                    return k + eq + 2;
+                }
+            }
+            return len;
+        }
+    }
+    return i;
+}
+
 /* Finds `name` written as a field (`name =` or `["name"] =`) at or after
- * line `from`; returns its line or 0. */
+ * line `from`, outside comments and strings; returns its line or 0. */
 static int find_field(const char *s, size_t len, const char *name,
                       size_t nlen, int from)
 {
-    for (size_t i = line_start(s, len, from); i + nlen <= len; i++) {
-        size_t j = i + nlen;
+    size_t i = 0, start = line_start(s, len, from);
 
-        if (memcmp(s + i, name, nlen) != 0 || (i > 0 && is_ident(s[i - 1])) ||
-            is_ident(s[j])) {
+    while (i + nlen <= len) {
+        size_t j = skip_non_code(s, len, i);
+
+        if (j != i) {
+            /* ["name"] = : the string is the key itself. */
+            if (i >= start && i > 0 && s[i - 1] == '[' && j - i == nlen + 2 &&
+                memcmp(s + i + 1, name, nlen) == 0) {
+                size_t k = j;
+
+                if (k < len && s[k] == ']') {
+                    k++;
+                    while (k < len && (s[k] == ' ' || s[k] == '\t')) {
+                        k++;
+                    }
+                    if (k < len && s[k] == '=' && s[k + 1] != '=') {
+                        return line_at(s, i);
+                    }
+                }
+            }
+            i = j;
             continue;
         }
-        if (s[j] == '"' || s[j] == '\'') {
-            j++;
-            if (j < len && s[j] == ']') {
+        if (i >= start && memcmp(s + i, name, nlen) == 0 &&
+            (i == 0 || !is_ident(s[i - 1])) && !is_ident(s[i + nlen])) {
+            j = i + nlen;
+            while (j < len && (s[j] == ' ' || s[j] == '\t')) {
                 j++;
             }
+            if (j < len && s[j] == '=' && (j + 1 >= len || s[j + 1] != '=')) {
+                return line_at(s, i);
+            }
         }
-        while (j < len && (s[j] == ' ' || s[j] == '\t')) {
-            j++;
-        }
-        if (j < len && s[j] == '=' && (j + 1 >= len || s[j + 1] != '=')) {
-            return line_at(s, i);
-        }
+        i++;
     }
     return 0;
 }

@@ -16,6 +16,7 @@
 
 #define SWEEP_MS 250
 #define MAX_EXTRA_HEADERS 4
+#define DISCARD_MAX (4u << 20) /* plus 4 x body_max; then close */
 
 enum conn_phase { PHASE_NEW, PHASE_BODY, PHASE_HANDLING, PHASE_IDLE };
 
@@ -36,6 +37,7 @@ struct rf_http_req {
     char client[INET6_ADDRSTRLEN];
     char *body;
     size_t body_len, body_cap;
+    size_t discarded; /* bytes past the limit read and dropped */
     int too_big;
     int dispatched;
     int suspended;
@@ -260,12 +262,21 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *mc,
     }
     if (*upload_size > 0) {
         append_body(r, upload, *upload_size);
-        *upload_size = 0;
-        if (r->too_big && r->resp == NULL) {
-            respond_too_big(r);
-            return queue(r); /* MHD closes after answering early */
+        if (r->too_big) {
+            /* MHD 0.9.75 cannot answer before the upload ends, so the rest
+             * is read and dropped, and 413 goes out at the end. A body far
+             * past the limit is not worth reading: close instead. */
+            r->discarded += *upload_size;
+            if (r->discarded > DISCARD_MAX + 4 * r->srv->lim.body_max) {
+                *upload_size = 0;
+                return MHD_NO;
+            }
         }
+        *upload_size = 0;
         return MHD_YES;
+    }
+    if (r->too_big && r->resp == NULL) {
+        respond_too_big(r);
     }
     if (r->resp == NULL && !r->dispatched) {
         r->dispatched = 1;

@@ -2,6 +2,7 @@
  * them. */
 #include "referee/error.h"
 #include "referee/events.h"
+#include "referee/utf8.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,35 +12,12 @@
 #include <cjson/cJSON.h>
 #include <openssl/evp.h>
 
-/* Whether s[0..n) is well-formed UTF-8 without NUL bytes. */
-static int valid_utf8(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-
-    while (i < n) {
-        unsigned char c = s[i];
-        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3
-                                 : (c >> 3) == 30 ? 4 : 0;
-
-        if (len == 0 || c == 0 || i + len > n) {
-            return 0;
-        }
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80) {
-                return 0;
-            }
-        }
-        i += len;
-    }
-    return 1;
-}
-
 static int add_body(cJSON *o, const struct rf_event *ev)
 {
     char *buf;
     int ok;
 
-    if (valid_utf8((const unsigned char *)ev->body, ev->body_len)) {
+    if (rf_utf8_valid(ev->body, ev->body_len)) {
         buf = malloc(ev->body_len + 1);
         if (buf == NULL) {
             return -1;

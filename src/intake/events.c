@@ -203,6 +203,9 @@ int rf_events_each(struct rf_store *st, const char *tenant, uint64_t since,
     if (tlen > 64) {
         return RF_EINVAL;
     }
+    if (since == UINT64_MAX) {
+        return 0; /* nothing comes after the largest id */
+    }
     rc = rf_store_read_begin(st, &txn);
     if (rc != 0) {
         return rc;

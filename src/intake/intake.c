@@ -4,7 +4,9 @@
 #include "referee/error.h"
 #include "referee/events.h"
 #include "referee/log.h"
+#include "referee/script_api.h"
 #include "referee/signature.h"
+#include "referee/utf8.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,13 +63,14 @@ static void keep_header(const char *name, const char *value, void *arg)
 {
     struct keep_ctx *k = arg;
     int keep = in_list(kept_always, name);
-    char lower[128];
+    char lower[128], clean[1024];
     size_t i;
 
     for (size_t j = 0; !keep && j < k->src->nkeep; j++) {
         keep = strcasecmp(k->src->keep[j], name) == 0;
     }
-    if (!keep || in_list(never_kept, name) || strlen(name) >= sizeof(lower)) {
+    if (!keep || in_list(never_kept, name) || strlen(name) >= sizeof(lower) ||
+        !rf_utf8_valid(name, strlen(name))) {
         return;
     }
     for (i = 0; name[i]; i++) {
@@ -75,7 +78,9 @@ static void keep_header(const char *name, const char *value, void *arg)
                                                           : name[i]);
     }
     lower[i] = '\0';
-    cJSON_AddItemToObject(k->obj, lower, cJSON_CreateString(value));
+    /* Header bytes are not always UTF-8; stored JSON must be. */
+    rf_utf8_sanitize(value, strlen(value), clean, sizeof(clean));
+    cJSON_AddItemToObject(k->obj, lower, cJSON_CreateString(clean));
 }
 
 static char *kept_headers(struct rf_http_req *req, const struct rf_source *s)
@@ -92,23 +97,14 @@ static char *kept_headers(struct rf_http_req *req, const struct rf_source *s)
     return out;
 }
 
-/* Parses body as one JSON value with nothing but whitespace after it. */
+/* Parses body as one JSON value with nothing but whitespace after it;
+ * integers too long for a double come back as strings, so ids taken from
+ * the body keep every digit. */
 static cJSON *parse_json(const char *body, size_t len)
 {
-    const char *end = NULL;
-    cJSON *v = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+    char err[96];
 
-    if (v == NULL) {
-        return NULL;
-    }
-    while (end < body + len && strchr(" \t\r\n", *end) && *end) {
-        end++;
-    }
-    if (end != body + len) {
-        cJSON_Delete(v);
-        return NULL;
-    }
-    return v;
+    return rf_api_parse_json(body, len, err, sizeof(err));
 }
 
 /* Follows a dotted path through objects; the leaf must be a string or an
@@ -134,9 +130,6 @@ static int json_id(const cJSON *v, const char *path, char *out, size_t n)
         snprintf(out, n, "%s", v->valuestring);
         return 0;
     }
-    /* Limitation: cJSON holds numbers as doubles, so an integer id above
-     * 2^53 may collide with a neighbour; senders use string ids in
-     * practice (docs/limitations.md). */
     if (cJSON_IsNumber(v) &&
         v->valuedouble == (double)(long long)v->valuedouble) {
         snprintf(out, n, "%lld", (long long)v->valuedouble);
@@ -156,7 +149,10 @@ static int delivery_id(struct rf_http_req *req, const struct rf_source *s,
     switch (s->id_from) {
     case RF_ID_HEADER:
         h = rf_http_header(req, s->id_key);
-        if (h == NULL || *h == '\0' || strlen(h) >= n) {
+        if (h != NULL && strlen(h) >= n) {
+            return RF_ENOTFOUND; /* an id we cannot keep: never dedup-less */
+        }
+        if (h == NULL || *h == '\0') {
             /* Only a source that names its id must send it. */
             return s->id_required ? RF_ENOTFOUND : 0;
         }

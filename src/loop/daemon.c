@@ -38,7 +38,8 @@ struct daemon {
     uint64_t beat_due;  /* when the heartbeat should fire next */
     uint64_t lag_ms;    /* how late it fired last time */
     uint64_t stop_at;   /* when stopping began */
-    int stopping;
+    int stopping;       /* no new requests; in-flight ones finish */
+    int closed;         /* the writer is gone: nothing more is stored */
 };
 
 /* --- routing ------------------------------------------------------------ */
@@ -94,6 +95,14 @@ static void on_headers(struct rf_http_req *req, void *arg)
     const char *t, *s;
     size_t tlen, slen;
 
+    if (d->stopping && strcmp(path, "/healthz") != 0) {
+        /* A kept-alive client must not hold the stop up with new work. */
+        rf_http_add_header(req, "Connection", "close");
+        rf_http_respond_error(req, 503, "stopping",
+                              "the server is stopping; retry elsewhere or "
+                              "later");
+        return;
+    }
     if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0) {
         if (!is_get(m)) {
             rf_http_add_header(req, "Allow", "GET, HEAD");
@@ -124,6 +133,12 @@ static void on_request(struct rf_http_req *req, void *arg)
     const char *t, *s;
     size_t tlen, slen;
 
+    if (d->closed) {
+        rf_http_add_header(req, "Connection", "close");
+        rf_http_respond_error(req, 503, "stopping",
+                              "the server stopped before storing this");
+        return;
+    }
     if (match_hook(rf_http_path(req), &t, &tlen, &s, &slen)) {
         rf_intake_handle(&d->intake, req, t, tlen, s, slen);
         return;
@@ -215,6 +230,7 @@ static void close_handle(uv_handle_t *h)
 /* Everything in flight is done (or the drain time ran out): close. */
 static void finish_stop(struct daemon *d)
 {
+    d->closed = 1; /* from here on_request answers 503 itself */
     uv_timer_stop(&d->drain);
     rf_watch_stop(d->watch);
     d->watch = NULL;
@@ -260,9 +276,9 @@ static void begin_stop(struct daemon *d, int signum)
     }
     d->stopping = 1;
     d->stop_at = uv_now(&d->loop);
+    rf_http_server_quiesce(d->http);
     rf_log_info("daemon", RF_F("signal", strsignal(signum)),
                 "stopping: no new connections, finishing in-flight work");
-    rf_http_server_quiesce(d->http);
     uv_timer_start(&d->drain, on_drain, 0, DRAIN_POLL_MS);
 }
 

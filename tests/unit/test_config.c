@@ -112,6 +112,25 @@ static void test_wrong_type_names_line(void **state)
                  "integer, got string");
 }
 
+static void test_line_skips_comments_and_strings(void **state)
+{
+    expect_error("return {\n"
+                 "  limits = {\n"
+                 "    -- header_timeout_ms = 5000,\n"
+                 "    --[[ header_timeout_ms = 1 ]] body_max = 10,\n"
+                 "    keepalive_idle_ms = 'header_timeout_ms = 2',\n"
+                 "    header_timeout_ms = '5s',\n"
+                 "  },\n"
+                 "}\n",
+                 RF_ECONFIG,
+                 "referee.lua:6: setting 'limits.header_timeout_ms': "
+                 "expected an integer, got string");
+    expect_error("return {\n  store = {\n    [\"commit\"] = 'x',\n  },\n}\n",
+                 RF_ECONFIG,
+                 "referee.lua:3: setting 'store.commit': expected group or "
+                 "inline");
+}
+
 static void test_unknown_setting(void **state)
 {
     expect_error("return {\n"
@@ -258,6 +277,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_values_read),
         cmocka_unit_test(test_wrong_type_names_line),
+        cmocka_unit_test(test_line_skips_comments_and_strings),
         cmocka_unit_test(test_unknown_setting),
         cmocka_unit_test(test_out_of_range_and_enum),
         cmocka_unit_test(test_syntax_and_runtime_errors),
