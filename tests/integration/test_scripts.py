@@ -1,0 +1,160 @@
+"""Tenant scripts in the running daemon: events run their source's hook on
+the script thread, outcomes are recorded, hot reload keeps the old version
+on a broken edit and switches on a good one without losing an event, a
+runaway script fails alone while other tenants and intake go on, and
+failed events run again once the script is fixed."""
+
+import json
+import re
+import threading
+import time
+import unittest
+
+from harness import DaemonTestCase, scale, wait_until
+
+ORDERS = """
+return {
+  sources = { orders = { id = "json:id", hook = "on_order" } },
+  on_order = function(ev)
+    %s
+    return { id = ev.json.id, tag = "%s" }
+  end,
+}
+"""
+
+RUNAWAY = """
+return {
+  sources = { orders = { id = "json:id", hook = "on_order" } },
+  on_order = function(ev)
+    if ev.json.spin then while true do pcall(function() end) end end
+    return { id = ev.json.id }
+  end,
+}
+"""
+
+SWITCHED = re.compile(r'msg="switched to the new version"')
+REFUSED = re.compile(r"changed files do not load")
+
+
+def outcomes(d, tenant):
+    """{delivery id: outcome} of every stored event of a tenant."""
+    out = {}
+    for ev in d.events_list(tenant):
+        body = json.loads(ev["body"])
+        out[body["id"]] = ev.get("outcome")
+    return out
+
+
+class ScriptsTest(DaemonTestCase):
+
+    def post_order(self, d, tenant, oid, **extra):
+        doc = dict(id=oid, **extra)
+        r = d.post(tenant, "orders", json.dumps(doc).encode())
+        self.assertIn(r.status, (200, 202), repr(r))
+        return r
+
+    def wait_outcomes(self, d, tenant, ids, timeout=10):
+        wait_until(lambda: all(outcomes(d, tenant).get(i) for i in ids),
+                   scale(timeout), "outcomes of %s" % sorted(ids))
+        return outcomes(d, tenant)
+
+    def test_hook_outcome_recorded(self):
+        d = self.daemon(tenants=(), extra_tenants={"shop": ORDERS % ("", "a")})
+        self.post_order(d, "shop", "o1")
+        out = self.wait_outcomes(d, "shop", ["o1"])["o1"]
+        self.assertEqual(out["status"], "done")
+        self.assertEqual(len(out["version"]), 16)
+
+    def test_broken_edit_keeps_old_then_good_edit_switches(self):
+        d = self.daemon(tenants=(), extra_tenants={"shop": ORDERS % ("", "a")})
+        self.post_order(d, "shop", "before")
+        v1 = self.wait_outcomes(d, "shop", ["before"])["before"]["version"]
+
+        mark = len(d.log_lines())
+        d.write_tenant("shop", "return { sources = { orders = { id = }\n")
+        d.wait_log(REFUSED, scale(5), mark)
+        self.post_order(d, "shop", "during-broken")
+        out = self.wait_outcomes(d, "shop", ["during-broken"])
+        self.assertEqual(out["during-broken"],
+                         dict(out["during-broken"], status="done",
+                              version=v1))
+
+        mark = len(d.log_lines())
+        d.write_tenant("shop", ORDERS % ("", "b"))
+        d.wait_log(SWITCHED, scale(5), mark)
+        self.post_order(d, "shop", "after")
+        out = self.wait_outcomes(d, "shop", ["after"])
+        self.assertEqual(out["after"]["status"], "done")
+        self.assertNotEqual(out["after"]["version"], v1)
+
+    def test_no_event_lost_across_reloads(self):
+        d = self.daemon(tenants=(), extra_tenants={"shop": ORDERS % ("", "a")})
+        sent, stop = [], threading.Event()
+
+        def sender():
+            n = 0
+            while not stop.is_set():
+                oid = "o%d" % n
+                self.post_order(d, "shop", oid)
+                sent.append(oid)
+                n += 1
+                time.sleep(0.005)
+
+        t = threading.Thread(target=sender)
+        t.start()
+        try:
+            for i, text in enumerate([ORDERS % ("", "b"),
+                                      "return { broken = \n",
+                                      ORDERS % ("", "c"),
+                                      "return 42\n",
+                                      ORDERS % ("", "d")]):
+                d.write_tenant("shop", text)
+                time.sleep(scale(0.6))
+        finally:
+            stop.set()
+            t.join()
+        out = self.wait_outcomes(d, "shop", sent, timeout=20)
+        self.assertEqual(sorted(out), sorted(sent))
+        self.assertEqual({o["status"] for o in out.values()}, {"done"})
+        self.assertGreaterEqual(len({o["version"] for o in out.values()}), 3)
+
+    def test_runaway_script_fails_alone(self):
+        d = self.daemon(tenants=(), extra_tenants={
+            "loopy": RUNAWAY, "calm": ORDERS % ("", "a")})
+        self.post_order(d, "loopy", "spin1", spin=True)
+        for i in range(20):
+            self.post_order(d, "calm", "c%d" % i)
+        self.post_order(d, "loopy", "fine1")
+        calm = self.wait_outcomes(d, "calm", ["c%d" % i for i in range(20)])
+        self.assertEqual({o["status"] for o in calm.values()}, {"done"})
+        loopy = self.wait_outcomes(d, "loopy", ["spin1", "fine1"])
+        self.assertEqual(loopy["spin1"]["status"], "failed")
+        self.assertIn("cpu budget of 50 ms exceeded", loopy["spin1"]["error"])
+        self.assertEqual(loopy["fine1"]["status"], "done")
+
+    def test_failed_event_runs_again_after_fix(self):
+        d = self.daemon(tenants=(), extra_tenants={
+            "shop": ORDERS % ('error("not yet")', "a")})
+        self.post_order(d, "shop", "x1")
+        out = self.wait_outcomes(d, "shop", ["x1"])["x1"]
+        self.assertEqual(out["status"], "failed")
+        self.assertRegex(out["error"], r"tenant\.lua:5: not yet")
+
+        d.write_tenant("shop", ORDERS % ("", "fixed"))
+        wait_until(lambda: outcomes(d, "shop")["x1"]["status"] == "done",
+                   scale(10), "the failed event to run again")
+
+    def test_outcome_survives_restart_and_pending_events_rerun(self):
+        d = self.daemon(tenants=(), extra_tenants={"shop": ORDERS % ("", "a")})
+        self.post_order(d, "shop", "r1")
+        self.wait_outcomes(d, "shop", ["r1"])
+        d.kill()
+        d.start()
+        self.post_order(d, "shop", "r2")
+        out = self.wait_outcomes(d, "shop", ["r1", "r2"])
+        self.assertEqual(out["r1"]["status"], "done")
+        self.assertEqual(out["r2"]["status"], "done")
+
+
+if __name__ == "__main__":
+    unittest.main()
