@@ -83,6 +83,50 @@ static void answer_health(struct daemon *d, struct rf_http_req *req,
     rf_http_respond_json(req, ok ? 200 : 503, body, (size_t)n);
 }
 
+/* Prometheus text exposition of the daemon's counters. */
+static void answer_metrics(struct daemon *d, struct rf_http_req *req)
+{
+    struct rf_dispatch_stats ds = {0};
+    unsigned long commits = 0, jobs = 0;
+    const struct rf_intake_stats *is = &d->intake.stats;
+    char body[2048];
+    int n;
+
+    if (d->dispatch) {
+        rf_dispatch_stats(d->dispatch, &ds);
+    }
+    if (d->writer) {
+        rf_writer_stats(d->writer, &commits, &jobs);
+    }
+    n = snprintf(
+        body, sizeof(body),
+        "# TYPE referee_webhooks_total counter\n"
+        "referee_webhooks_total{result=\"accepted\"} %lu\n"
+        "referee_webhooks_total{result=\"duplicate\"} %lu\n"
+        "referee_webhooks_total{result=\"rejected\"} %lu\n"
+        "referee_webhooks_total{result=\"failed\"} %lu\n"
+        "# TYPE referee_store_commits_total counter\n"
+        "referee_store_commits_total %lu\n"
+        "# TYPE referee_store_writes_total counter\n"
+        "referee_store_writes_total %lu\n"
+        "# TYPE referee_hook_calls_total counter\n"
+        "referee_hook_calls_total{result=\"done\"} %lu\n"
+        "referee_hook_calls_total{result=\"failed\"} %lu\n"
+        "# TYPE referee_hook_queue gauge\n"
+        "referee_hook_queue %zu\n"
+        "# TYPE referee_tenants gauge\n"
+        "referee_tenants %zu\n"
+        "# TYPE referee_loop_lag_ms gauge\n"
+        "referee_loop_lag_ms %llu\n"
+        "# TYPE referee_store_map_bytes gauge\n"
+        "referee_store_map_bytes %zu\n",
+        is->accepted, is->duplicates, is->rejected, is->failed, commits, jobs,
+        ds.done, ds.failed, d->dispatch ? rf_dispatch_pending(d->dispatch) : 0,
+        d->tenants ? d->tenants->n : 0, (unsigned long long)d->lag_ms,
+        rf_store_map_size(d->store));
+    rf_http_respond(req, 200, "text/plain; version=0.0.4", body, (size_t)n);
+}
+
 static int is_get(const char *m)
 {
     return strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0;
@@ -111,6 +155,15 @@ static void on_headers(struct rf_http_req *req, void *arg)
             return;
         }
         answer_health(d, req, path[1] == 'r');
+        return;
+    }
+    if (strcmp(path, "/metrics") == 0) {
+        if (!is_get(m)) {
+            rf_http_add_header(req, "Allow", "GET, HEAD");
+            rf_http_respond_error(req, 405, "method_not_allowed", "use GET");
+            return;
+        }
+        answer_metrics(d, req);
         return;
     }
     if (match_hook(path, &t, &tlen, &s, &slen)) {

@@ -64,6 +64,12 @@ class ScriptsTest(DaemonTestCase):
         out = self.wait_outcomes(d, "shop", ["o1"])["o1"]
         self.assertEqual(out["status"], "done")
         self.assertEqual(len(out["version"]), 16)
+        r = d.request("GET", "/metrics")
+        self.assertEqual(r.status, 200)
+        text = r.body.decode()
+        self.assertIn('referee_hook_calls_total{result="done"} 1\n', text)
+        self.assertIn('referee_webhooks_total{result="accepted"} 1\n', text)
+        self.assertIn("referee_tenants 1\n", text)
 
     def test_broken_edit_keeps_old_then_good_edit_switches(self):
         d = self.daemon(tenants=(), extra_tenants={"shop": ORDERS % ("", "a")})
