@@ -87,63 +87,52 @@ static int line_at(const char *s, size_t off)
     return line;
 }
 
+/* If a long bracket ([[, [=[, ...) opens at s[i], returns the index after
+ * its closing bracket (or len); otherwise 0. */
+static size_t long_bracket(const char *s, size_t len, size_t i)
+{
+    size_t k = i + 1, eq;
+
+    if (s[i] != '[') {
+        return 0;
+    }
+    while (k < len && s[k] == '=') {
+        k++;
+    }
+    if (k >= len || s[k] != '[') {
+        return 0;
+    }
+    eq = k - i - 1;
+    for (k++; k + eq + 1 < len; k++) {
+        if (s[k] == ']' && s[k + eq + 1] == ']' &&
+            strspn(s + k + 1, "=") >= eq) {
+            return k + eq + 2;
+        }
+    }
+    return len;
+}
+
 /* Skips a comment or string literal starting at s[i], returning the index
- * after it, or i when none starts there. Long brackets ([[ ]], [==[ ]==])
- * are handled for both. */
+ * after it, or i when none starts there. */
 static size_t skip_non_code(const char *s, size_t len, size_t i)
 {
-    size_t j = i, eq = 0;
-    char q;
+    size_t j;
 
     if (i + 1 < len && s[i] == '-' && s[i + 1] == '-') {
-        j = i + 2;
-        if (j < len && s[j] == '[') {
-            size_t k = j + 1;
-
-            while (k < len && s[k] == '=') {
-                k++;
-            }
-            if (k < len && s[k] == '[') {
-                eq = k - j - 1;
-                for (k++; k + eq + 1 < len; k++) {
-                    if (s[k] == ']' && s[k + eq + 1] == ']' &&
-                        strspn(s + k + 1, "=") >= eq) {
-                        return k + eq + 2;
-                    }
-                }
-                return len;
-            }
+        j = i + 2 < len ? long_bracket(s, len, i + 2) : 0;
+        if (j > 0) {
+            return j;
         }
-        while (j < len && s[j] != '\n') {
-            j++;
-        }
-        return j;
+        return i + 2 + strcspn(s + i + 2, "\n"); /* s ends in a NUL */
     }
     if (s[i] == '"' || s[i] == '\'') {
-        q = s[i];
-        for (j = i + 1; j < len && s[j] != q && s[j] != '\n'; j++) {
+        for (j = i + 1; j < len && s[j] != s[i] && s[j] != '\n'; j++) {
             j += s[j] == '\\';
         }
         return j < len ? j + 1 : len;
     }
-    if (s[i] == '[' && i + 1 < len && (s[i + 1] == '[' || s[i + 1] == '=')) {
-        size_t k = i + 1;
-
-        while (k < len && s[k] == '=') {
-            k++;
-        }
-        if (k < len && s[k] == '[') {
-            eq = k - i - 1;
-            for (k++; k + eq + 1 < len; k++) {
-                if (s[k] == ']' && s[k + eq + 1] == ']' &&
-                    strspn(s + k + 1, "=") >= eq) {
-                    return k + eq + 2;
-                }
-            }
-            return len;
-        }
-    }
-    return i;
+    j = long_bracket(s, len, i);
+    return j > 0 ? j : i;
 }
 
 /* Finds `name` written as a field (`name =` or `["name"] =`) at or after

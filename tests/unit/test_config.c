@@ -1,4 +1,4 @@
-/* Config and tenant settings: values read, and errors that name the file,
+/* The daemon's config file: values read, and errors that name the file,
  * the line and the setting. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,23 +12,20 @@
 
 #include "referee/config.h"
 #include "referee/error.h"
-#include "referee/tenant.h"
+
+#include "testutil.h"
 
 static char dir[64];
 
 static int make_dir(void **state)
 {
-    snprintf(dir, sizeof(dir), "/tmp/rf-test-config-XXXXXX");
-    assert_non_null(mkdtemp(dir));
+    RF_TEST_MKDIR(dir, "config");
     return 0;
 }
 
 static int remove_dir(void **state)
 {
-    char cmd[128];
-
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    assert_int_equal(system(cmd), 0);
+    RF_TEST_RMDIR(dir);
     return 0;
 }
 
@@ -197,81 +194,6 @@ static void test_env_function(void **state)
                  "not set");
 }
 
-/* --- tenants ------------------------------------------------------------ */
-
-static void write_tenant(const char *id, const char *text)
-{
-    char sub[160];
-
-    snprintf(sub, sizeof(sub), "%s/tenants", dir);
-    mkdir(sub, 0700);
-    snprintf(sub, sizeof(sub), "tenants/%s", id);
-    {
-        char full[256];
-
-        snprintf(full, sizeof(full), "%s/%s", dir, sub);
-        mkdir(full, 0700);
-    }
-    snprintf(sub, sizeof(sub), "tenants/%s/tenant.lua", id);
-    write_file(sub, text);
-}
-
-static void test_tenants_loaded(void **state)
-{
-    struct rf_tenants *ts = NULL;
-    const struct rf_tenant *t;
-    const struct rf_source *s;
-    char tdir[160];
-
-    write_tenant("acme", "return {\n"
-                         "  sources = {\n"
-                         "    shop = { secret = 'whsec_aGVsbG8gd29ybGQ=',\n"
-                         "             keep_headers = { 'X-Topic' } },\n"
-                         "    crm = { id = 'json:data.id', format = 'raw' },\n"
-                         "  },\n"
-                         "}\n");
-    write_tenant("broken", "return {\n  sources = {\n"
-                           "    shop = { id = 'body:x' },\n  },\n}\n");
-    snprintf(tdir, sizeof(tdir), "%s/tenants", dir);
-    assert_int_equal(rf_tenants_load(tdir, NULL, &ts), 0);
-    assert_int_equal(ts->n, 2);
-
-    t = rf_tenant_find(ts, "acme", 4);
-    assert_non_null(t);
-    assert_null(t->error);
-    s = rf_source_find(t, "shop", 4);
-    assert_non_null(s);
-    assert_int_equal(s->secret_len, 11);
-    assert_memory_equal(s->secret, "hello world", 11);
-    assert_int_equal(s->id_from, RF_ID_HEADER);
-    assert_string_equal(s->id_key, "webhook-id");
-    assert_int_equal(s->json, 1);
-    assert_int_equal(s->nkeep, 1);
-    s = rf_source_find(t, "crm", 3);
-    assert_int_equal(s->id_from, RF_ID_JSON);
-    assert_string_equal(s->id_key, "data.id");
-    assert_int_equal(s->json, 0);
-    assert_null(s->secret);
-    assert_null(rf_source_find(t, "cr", 2));
-
-    t = rf_tenant_find(ts, "broken", 6);
-    assert_non_null(t);
-    assert_non_null(t->error);
-    assert_non_null(strstr(t->error,
-                           "tenant.lua:3: setting 'sources.shop.id': expected"));
-    assert_null(rf_tenant_find(ts, "acm", 3));
-    rf_tenants_free(ts);
-}
-
-static void test_tenant_id_rules(void **state)
-{
-    assert_true(rf_tenant_id_valid("acme-eu_2", 9));
-    assert_false(rf_tenant_id_valid("Acme", 4));
-    assert_false(rf_tenant_id_valid("-acme", 5));
-    assert_false(rf_tenant_id_valid("a/b", 3));
-    assert_false(rf_tenant_id_valid("", 0));
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -283,8 +205,6 @@ int main(void)
         cmocka_unit_test(test_syntax_and_runtime_errors),
         cmocka_unit_test(test_sandbox_has_no_io_or_os),
         cmocka_unit_test(test_env_function),
-        cmocka_unit_test(test_tenants_loaded),
-        cmocka_unit_test(test_tenant_id_rules),
     };
 
     return cmocka_run_group_tests(tests, make_dir, remove_dir);

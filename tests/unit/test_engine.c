@@ -16,6 +16,8 @@
 #include "referee/error.h"
 #include "referee/http.h"
 
+#include "testutil.h"
+
 static uv_loop_t loop;
 static struct rf_http_server *srv;
 static struct rf_engine *eng;
@@ -146,8 +148,7 @@ static int setup(void **state)
     char err[256], data[96];
 
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    snprintf(dir, sizeof(dir), "/tmp/rf-test-engine-XXXXXX");
-    assert_non_null(mkdtemp(dir));
+    RF_TEST_MKDIR(dir, "engine");
     snprintf(data, sizeof(data), "%s/data", dir);
     assert_int_equal(rf_store_open(data, 0, 0, &store, err, sizeof(err)), 0);
     assert_int_equal(uv_loop_init(&loop), 0);
@@ -165,16 +166,13 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    char cmd[128];
-
     release_held("bye");
     rf_engine_free(eng);
     rf_http_server_stop(srv);
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
     assert_int_equal(uv_loop_close(&loop), 0);
     rf_store_close(store);
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    assert_int_equal(system(cmd), 0);
+    RF_TEST_RMDIR(dir);
     curl_global_cleanup();
     return 0;
 }

@@ -13,6 +13,8 @@
 #include "referee/events.h"
 #include "referee/store.h"
 
+#include "testutil.h"
+
 static char dir[64];
 static struct rf_store *st;
 
@@ -20,19 +22,15 @@ static int setup(void **state)
 {
     char err[256];
 
-    snprintf(dir, sizeof(dir), "/tmp/rf-test-events-XXXXXX");
-    assert_non_null(mkdtemp(dir));
+    RF_TEST_MKDIR(dir, "events");
     assert_int_equal(rf_store_open(dir, 0, 0, &st, err, sizeof(err)), 0);
     return 0;
 }
 
 static int teardown(void **state)
 {
-    char cmd[128];
-
     rf_store_close(st);
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    assert_int_equal(system(cmd), 0);
+    RF_TEST_RMDIR(dir);
     return 0;
 }
 

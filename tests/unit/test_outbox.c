@@ -16,6 +16,8 @@
 #include "referee/http_client.h"
 #include "referee/outbox.h"
 
+#include "testutil.h"
+
 static uv_loop_t loop;
 static struct rf_http_server *srv;
 static struct rf_http_client *cli;
@@ -165,8 +167,7 @@ static int setup(void **state)
     char err[256];
 
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    snprintf(dir, sizeof(dir), "/tmp/rf-test-outbox-XXXXXX");
-    assert_non_null(mkdtemp(dir));
+    RF_TEST_MKDIR(dir, "outbox");
     assert_int_equal(rf_store_open(dir, 0, 0, &st, err, sizeof(err)), 0);
     assert_int_equal(uv_loop_init(&loop), 0);
     rf_http_limits_default(&lim);
@@ -188,8 +189,6 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    char cmd[128];
-
     rf_outbox_stop(ob);
     rf_http_client_free(cli);
     rf_writer_stop(wr);
@@ -197,8 +196,7 @@ static int teardown(void **state)
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
     assert_int_equal(uv_loop_close(&loop), 0);
     rf_store_close(st);
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    assert_int_equal(system(cmd), 0);
+    RF_TEST_RMDIR(dir);
     curl_global_cleanup();
     return 0;
 }

@@ -13,21 +13,19 @@
 #include "referee/error.h"
 #include "referee/store.h"
 
+#include "testutil.h"
+
 static char dir[64];
 
 static int make_dir(void **state)
 {
-    snprintf(dir, sizeof(dir), "/tmp/rf-test-store-XXXXXX");
-    assert_non_null(mkdtemp(dir));
+    RF_TEST_MKDIR(dir, "store");
     return 0;
 }
 
 static int remove_dir(void **state)
 {
-    char cmd[128];
-
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    assert_int_equal(system(cmd), 0);
+    RF_TEST_RMDIR(dir);
     return 0;
 }
 

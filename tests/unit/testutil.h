@@ -1,0 +1,24 @@
+/* Helpers shared by the unit tests: throwaway directories. */
+#ifndef REFEREE_TESTUTIL_H
+#define REFEREE_TESTUTIL_H
+
+#include <stdio.h>
+#include <stdlib.h>
+
+/* Makes /tmp/rf-test-<name>-XXXXXX into dir (at least 64 bytes); fails the
+ * test when it cannot. */
+#define RF_TEST_MKDIR(dir, name)                                               \
+    do {                                                                       \
+        snprintf((dir), 64, "/tmp/rf-test-%s-XXXXXX", (name));                 \
+        assert_non_null(mkdtemp(dir));                                         \
+    } while (0)
+
+/* Removes a directory made by RF_TEST_MKDIR and everything in it. */
+#define RF_TEST_RMDIR(dir)                                                     \
+    do {                                                                       \
+        char cmd_[128];                                                        \
+        snprintf(cmd_, sizeof(cmd_), "rm -rf %s", (dir));                      \
+        assert_int_equal(system(cmd_), 0);                                     \
+    } while (0)
+
+#endif
