@@ -55,6 +55,11 @@ int rf_reader_uint(struct rf_reader *r, int idx, const char *path,
 int rf_reader_bool(struct rf_reader *r, int idx, const char *path,
                    const char *key, int *out);
 
+/* Pushes field `key` of the table at `idx` without invoking metamethods
+ * (settings tables come from scripts, and a metamethod would run outside
+ * any budget) and returns its type, like lua_getfield. */
+int rf_reader_get(lua_State *L, int idx, const char *key);
+
 /* Joins path and key into buf ("a.b" or "b"). Returns buf. */
 const char *rf_reader_join(char *buf, size_t n, const char *path,
                            const char *key);

@@ -98,7 +98,7 @@ int rf_config_split_listen(const char *listen, char *host, size_t hostlen,
  * 0 if absent, or RF_ECONFIG. */
 static int sub_table(struct rf_reader *r, const char *key)
 {
-    int t = lua_getfield(r->L, -1, key);
+    int t = rf_reader_get(r->L, -1, key);
 
     if (t == LUA_TTABLE) {
         return 1;
@@ -255,7 +255,7 @@ static int read_scripts(struct rf_reader *r, struct rf_config *cfg)
 static int read_plugins(struct rf_reader *r, struct rf_config *cfg)
 {
     lua_State *L = r->L;
-    int type = lua_getfield(L, -1, "plugins"), rc = 0;
+    int type = rf_reader_get(L, -1, "plugins"), rc = 0;
     lua_Integer n = type == LUA_TTABLE ? (lua_Integer)lua_rawlen(L, -1) : -1;
 
     if (type == LUA_TNIL) {

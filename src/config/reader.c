@@ -52,6 +52,13 @@ void rf_reader_cleanup(struct rf_reader *r)
     r->src = NULL;
 }
 
+int rf_reader_get(lua_State *L, int idx, const char *key)
+{
+    idx = lua_absindex(L, idx);
+    lua_pushstring(L, key);
+    return lua_rawget(L, idx);
+}
+
 const char *rf_reader_join(char *buf, size_t n, const char *path,
                            const char *key)
 {
@@ -258,7 +265,7 @@ int rf_reader_string(struct rf_reader *r, int idx, const char *path,
 {
     lua_State *L = r->L;
     char full[256];
-    int t = lua_getfield(L, idx, key);
+    int t = rf_reader_get(L, idx, key);
     char *copy;
 
     rf_reader_join(full, sizeof(full), path, key);
@@ -287,7 +294,7 @@ int rf_reader_uint(struct rf_reader *r, int idx, const char *path,
 {
     lua_State *L = r->L;
     char full[256];
-    int t = lua_getfield(L, idx, key), isint = 0;
+    int t = rf_reader_get(L, idx, key), isint = 0;
     lua_Integer v = 0;
 
     rf_reader_join(full, sizeof(full), path, key);
@@ -317,7 +324,7 @@ int rf_reader_bool(struct rf_reader *r, int idx, const char *path,
 {
     lua_State *L = r->L;
     char full[256];
-    int t = lua_getfield(L, idx, key);
+    int t = rf_reader_get(L, idx, key);
 
     rf_reader_join(full, sizeof(full), path, key);
     if (t == LUA_TBOOLEAN) {

@@ -3,6 +3,7 @@
 #include "referee/engine.h"
 #include "referee/error.h"
 #include "referee/log.h"
+#include "referee/reader.h"
 #include "referee/sandbox.h"
 #include "referee/script_api.h"
 
@@ -485,7 +486,7 @@ static int prepare(struct rf_call *c, const char *input, size_t len,
     c->co = lua_newthread(L);
     c->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->v->table_ref);
-    lua_getfield(L, -1, c->hook);
+    rf_reader_get(L, -1, c->hook);
     lua_xmove(L, c->co, 1);
     lua_pop(L, 1);
     nargs = push_input(c->co, input, len, err, errlen);
@@ -508,7 +509,7 @@ static int has_hook(struct version *v, const char *hook)
     int type;
 
     lua_rawgeti(L, LUA_REGISTRYINDEX, v->table_ref);
-    type = lua_getfield(L, -1, hook);
+    type = rf_reader_get(L, -1, hook);
     lua_pop(L, 2);
     return type == LUA_TFUNCTION;
 }

@@ -164,7 +164,7 @@ static int check_source_hooks(struct rf_reader *r, const struct rf_tenant *t)
         if (hook == NULL) {
             continue;
         }
-        type = lua_getfield(r->L, -1, hook);
+        type = rf_reader_get(r->L, -1, hook);
         lua_pop(r->L, 1);
         if (type != LUA_TFUNCTION) {
             snprintf(path, sizeof(path), "sources.%s.hook",
@@ -180,7 +180,7 @@ static int check_source_hooks(struct rf_reader *r, const struct rf_tenant *t)
 static int read_limits(struct rf_reader *r, struct rf_tenant *t)
 {
     unsigned long long mb = 0, cpu = 0;
-    int rc, type = lua_getfield(r->L, -1, "limits");
+    int rc, type = rf_reader_get(r->L, -1, "limits");
 
     if (type == LUA_TNIL) {
         lua_pop(r->L, 1);
@@ -263,7 +263,7 @@ static int read_host_table(struct rf_reader *r, const char *path,
 static int read_hosts(struct rf_reader *r, struct rf_tenant *t)
 {
     lua_State *L = r->L;
-    int rc = 0, type = lua_getfield(L, -1, "allowed_hosts");
+    int rc = 0, type = rf_reader_get(L, -1, "allowed_hosts");
     lua_Integer n;
 
     if (type == LUA_TNIL) {

@@ -167,7 +167,7 @@ static int read_keep(struct rf_reader *r, const char *path,
 {
     lua_State *L = r->L;
     char full[256];
-    int t = lua_getfield(L, -1, "keep_headers"), rc = 0;
+    int t = rf_reader_get(L, -1, "keep_headers"), rc = 0;
     lua_Integer n;
 
     rf_reader_join(full, sizeof(full), path, "keep_headers");
@@ -248,7 +248,7 @@ static int read_source(struct rf_reader *r, const char *name,
 int rf__tenant_read_sources(struct rf_reader *r, struct rf_tenant *t)
 {
     lua_State *L = r->L;
-    int type = lua_getfield(L, -1, "sources"), rc = 0;
+    int type = rf_reader_get(L, -1, "sources"), rc = 0;
     size_t cap = 0;
 
     if (type == LUA_TNIL) {

@@ -25,8 +25,9 @@ static const struct lua_case cases[] = {
      "tostring(v.c)",
      "3truetrue"},
     {"empty array stays an array",
-     "return json.encode(json.decode('{\"tags\":[],\"o\":{}}'))",
-     "{\"tags\":[],\"o\":{}}"},
+     "return json.encode(json.decode('{\"tags\":[]}'))", "{\"tags\":[]}"},
+    {"empty object stays an object",
+     "return json.encode(json.decode('[{}]'))", "[{}]"},
     {"big integer ids stay strings",
      "local v = json.decode('{\"id\":4876000000945492576,\"n\":12}')\n"
      "return math.type(v.n) .. ' ' .. type(v.id) .. ' ' .. v.id",

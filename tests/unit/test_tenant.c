@@ -159,6 +159,26 @@ static void test_errors_name_line(void **state)
                  "1: setting 'zoho_id': unknown setting");
 }
 
+/* Regression: reading the settings once ran a script's __index outside any
+ * budget (an endless one hung the loader; one that raised aborted). */
+static void test_settings_read_without_metamethods(void **state)
+{
+    struct rf_tenant *t;
+    char err[2048];
+
+    write_file("m1", "tenant.lua",
+               "return setmetatable({}, { __index = function()\n"
+               "  while true do end end })\n");
+    assert_int_equal(load("m1", &t, err), 0);
+    assert_int_equal(t->nsources, 0);
+    rf_tenant_free(t);
+    write_file("m2", "tenant.lua",
+               "return { sources = setmetatable({}, { __index = function()\n"
+               "  error('boom') end }) }\n");
+    assert_int_equal(load("m2", &t, err), 0);
+    rf_tenant_free(t);
+}
+
 static void test_file_secret_stays_inside(void **state)
 {
     expect_error("f1", "return { sources = { s = { secret = "
@@ -254,6 +274,7 @@ int main(void)
         cmocka_unit_test(test_full_settings),
         cmocka_unit_test(test_version_follows_content),
         cmocka_unit_test(test_errors_name_line),
+        cmocka_unit_test(test_settings_read_without_metamethods),
         cmocka_unit_test(test_file_secret_stays_inside),
         cmocka_unit_test(test_registry_reload_one),
         cmocka_unit_test(test_registry_loaded),
