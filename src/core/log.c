@@ -122,16 +122,16 @@ void rf_log_write(enum rf_log_level level, const char *mod,
                   const char *const *fields, const char *fmt, ...)
 {
     struct line l = {.len = 0};
-    char ts[40], msg[1024];
+    char ts[64], msg[1024];
     struct timespec now;
     struct tm tm;
     va_list ap;
 
     clock_gettime(CLOCK_REALTIME, &now);
     gmtime_r(&now.tv_sec, &tm);
-    snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ",
+    snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-             tm.tm_min, tm.tm_sec, now.tv_nsec / 1000000);
+             tm.tm_min, tm.tm_sec, (int)(now.tv_nsec / 1000000));
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
