@@ -24,7 +24,7 @@ from zohosim import ztime  # noqa: E402
 from zohosim.sim import Sim  # noqa: E402
 
 DATA = os.environ.get("ZOHO_SIM_DATA") or os.path.normpath(
-    os.path.join(HERE, "..", "..", "..", "shared", "data", "zoho-sample"))
+    os.path.join(HERE, "..", "..", "data", "zoho-sample"))
 START = "2027-03-01T09:00:00+00:00"
 TOKEN_RE = re.compile(r"^1000\.[0-9a-f]{32}\.[0-9a-f]{32}$")
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d$")

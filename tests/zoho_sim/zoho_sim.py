@@ -22,11 +22,11 @@ from zohosim import ztime  # noqa: E402
 from zohosim.sim import Sim  # noqa: E402
 
 DEFAULT_DATA = os.path.normpath(os.path.join(
-    HERE, "..", "..", "..", "shared", "data", "zoho-sample"))
+    HERE, "..", "..", "data", "zoho-sample"))
 
 
 def default_data_dir():
-    """The sample org: $ZOHO_SIM_DATA, else shared/data/zoho-sample."""
+    """The sample org: $ZOHO_SIM_DATA, else the bundled data/zoho-sample."""
     return os.environ.get("ZOHO_SIM_DATA") or DEFAULT_DATA
 
 
