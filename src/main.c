@@ -59,6 +59,19 @@ static const struct command commands[] = {
      "all of the tenant's) pending again with the same idempotency key;\n"
      "a running daemon picks them up within a second.\n",
      rf_cli_dead},
+    {"referrers", "list a tenant's enrolled referrers and their codes",
+     "referee referrers list --data DIR --tenant ID [--json]\n\n"
+     "Prints the tenant's referrers, one per line (contact id, code,\n"
+     "email, name), or as JSON lines with --json. Opens the store\n"
+     "read-only, so it works while the daemon runs.\n",
+     rf_cli_referrers},
+    {"zoho", "show a tenant's Zoho connection state",
+     "referee zoho status --data DIR --tenant ID\n\n"
+     "Prints, as JSON, what the store holds about the tenant's Zoho\n"
+     "connection: token expiry and api_domain (never the token), API\n"
+     "credits spent in the last 24 hours, each polled module's cursor,\n"
+     "Watch channels and records waiting to be retried. Read-only.\n",
+     rf_cli_zoho},
     {"help", "show help for a command", "referee help [COMMAND]\n", cmd_help},
     {"version", "print the version", "referee version\n", cmd_version},
 };

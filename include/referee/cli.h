@@ -17,6 +17,12 @@ int rf_cli_call(int argc, char **argv);
 /* `referee dead list|replay --data DIR --tenant ID [JOB]` */
 int rf_cli_dead(int argc, char **argv);
 
+/* `referee referrers list --data DIR --tenant ID [--json]` */
+int rf_cli_referrers(int argc, char **argv);
+
+/* `referee zoho status --data DIR --tenant ID` */
+int rf_cli_zoho(int argc, char **argv);
+
 /* Prints a one-line usage error for `cmd` and returns 2. */
 int rf_cli_usage_error(const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

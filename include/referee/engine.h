@@ -14,10 +14,12 @@
 
 #include <stddef.h>
 
+#include <cjson/cJSON.h>
 #include <uv.h>
 
 #include "referee/store.h"
 #include "referee/tenant.h"
+#include "referee/writer.h"
 
 struct rf_engine_opts {
     uv_loop_t *loop;           /* borrowed */
@@ -34,6 +36,7 @@ struct rf_hook_result {
     const char *error;   /* "file:line: message" and traceback when rc */
     const char *json;    /* the first value returned, as JSON ("null") */
     const char *version; /* the script version that ran */
+    const cJSON *value;  /* the first value returned, or NULL */
 };
 
 typedef void (*rf_engine_done_cb)(const struct rf_hook_result *res,
@@ -68,10 +71,48 @@ int rf_engine_call(struct rf_engine *e, const char *tenant, const char *hook,
                    const char *input, size_t len, const char *event,
                    rf_engine_done_cb done, void *arg);
 
+/* As rf_engine_call, with the input already parsed (borrowed for the
+ * call). Saves printing and parsing JSON text when the caller has a cJSON
+ * tree, as the Zoho sync does for every record. */
+int rf_engine_call_value(struct rf_engine *e, const char *tenant,
+                         const char *hook, const cJSON *input,
+                         const char *event, rf_engine_done_cb done, void *arg);
+
+/* A hook written in C. It must call `done(res, done_arg)` exactly once, now
+ * or later, on the engine's loop. */
+typedef void (*rf_engine_native_fn)(struct rf_engine *e, const char *tenant,
+                                    const cJSON *input, const char *event,
+                                    rf_engine_done_cb done, void *done_arg,
+                                    void *arg);
+
+/* Registers a C hook under `name`, which starts with '@' so that no
+ * script function can have it ("@zoho.notify"). Calls of that hook for any
+ * loaded tenant run `fn`. Returns 0 or RF_EINVAL (bad or taken name, or
+ * too many). */
+int rf_engine_native(struct rf_engine *e, const char *name,
+                     rf_engine_native_fn fn, void *arg);
+
 /* The settings of a tenant's current version, or NULL. Borrowed until its
  * next reload. */
 const struct rf_tenant *rf_engine_tenant(const struct rf_engine *e,
                                          const char *id);
+
+struct rf_zoho;
+
+/* The tenant's Zoho connection (opened when its settings have a `zoho`
+ * table, kept across reloads that leave the connection settings alone),
+ * or NULL. Borrowed; valid until the tenant's next reload. */
+struct rf_zoho *rf_engine_zoho(const struct rf_engine *e, const char *tenant);
+
+/* What the engine borrows or owns: the store (may be NULL), its writer
+ * thread (NULL without a store) and its loop. */
+struct rf_store *rf_engine_store(const struct rf_engine *e);
+struct rf_writer *rf_engine_writer(const struct rf_engine *e);
+uv_loop_t *rf_engine_loop(const struct rf_engine *e);
+
+/* Calls fn for every loaded tenant id. */
+void rf_engine_each(const struct rf_engine *e,
+                    void (*fn)(const char *tenant, void *arg), void *arg);
 
 /* Hook calls running now. */
 size_t rf_engine_active(const struct rf_engine *e);

@@ -36,4 +36,15 @@ void rf_intake_handle(struct rf_intake *in, struct rf_http_req *req,
                       const char *tenant, size_t tlen, const char *source,
                       size_t slen);
 
+/* The source name of stored Zoho notifications; no webhook source of a
+ * tenant may have it. */
+#define RF_INTAKE_ZOHO_SOURCE "zoho"
+
+/* Handles POST /t/{tenant}/zoho/notify, a Zoho Watch callback: checks the
+ * tenant's channel id and token (in constant time) and the body's shape,
+ * then stores it as an event of source "zoho" and answers 202 after the
+ * commit. Loop thread only. */
+void rf_intake_handle_zoho(struct rf_intake *in, struct rf_http_req *req,
+                           const char *tenant, size_t tlen);
+
 #endif

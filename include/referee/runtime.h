@@ -23,6 +23,17 @@ typedef void (*rf_runtime_reply_cb)(const struct rf_hook_result *res,
 
 struct rf_runtime;
 
+/* Work that lives on the script thread beside the engine (the Zoho sync):
+ * `start` runs there once the tenants are loaded and returns its state;
+ * `reloaded` after a tenant (NULL: every tenant) loaded a new version;
+ * `stop` before the engine is freed. Any may be NULL. */
+struct rf_runtime_part {
+    void *(*start)(struct rf_engine *e, uv_loop_t *loop, void *arg);
+    void (*reloaded)(void *state, const char *tenant);
+    void (*stop)(void *state);
+    void *arg;
+};
+
 /* Starts the script thread with an engine made from `opts` (its loop field
  * is ignored: the thread has its own), which loads every tenant folder
  * under `tenants_dir` while this thread goes on; rf_runtime_ready() waits
@@ -31,7 +42,8 @@ struct rf_runtime;
  * the runtime. */
 struct rf_runtime *rf_runtime_start(uv_loop_t *loop,
                                     const struct rf_engine_opts *opts,
-                                    const char *tenants_dir);
+                                    const char *tenants_dir,
+                                    const struct rf_runtime_part *part);
 
 /* Waits until the script thread has loaded its tenants. Returns 0, or
  * RF_ENOMEM when its engine could not start (the runtime must then only be
@@ -50,6 +62,10 @@ int rf_runtime_call(struct rf_runtime *rt, const char *tenant,
  * load error (the old version keeps serving). `reply` may be NULL. */
 int rf_runtime_reload(struct rf_runtime *rt, const char *tenant,
                       rf_runtime_reply_cb reply, void *arg);
+
+/* What the part's `start` returned (after waiting for it), or NULL. The
+ * part decides which of its functions other threads may call. */
+void *rf_runtime_part_state(struct rf_runtime *rt);
 
 /* Calls waiting for an answer. Caller's loop thread. */
 size_t rf_runtime_pending(const struct rf_runtime *rt);

@@ -22,7 +22,7 @@
 
 /* The named databases. Keys and values are described where each is used. */
 enum rf_db {
-    RF_DB_META = 0, /* "schema_version", "event_seq" */
+    RF_DB_META = 0, /* "schema_version", and counters ("event_seq") */
     RF_DB_EVENTS,   /* tenant \0 be64(seq) -> event record */
     RF_DB_DEDUP,    /* tenant \0 source \0 delivery id -> be64(seq) */
     RF_DB_KV,       /* tenant \0 key -> JSON text (script store API) */
@@ -32,6 +32,9 @@ enum rf_db {
     RF_DB_OUTBOX,   /* be64(job id) -> job record; see outbox.h */
     RF_DB_OUTBOX_DUE, /* be64(due ms) be64(job id) -> "" (pending jobs) */
     RF_DB_OUTBOX_KEYS, /* tenant \0 idempotency key -> be64(job id) */
+    RF_DB_REFERRERS,   /* tenant \0 contact id -> referrer (referrers.h) */
+    RF_DB_CODES,       /* referral code -> tenant \0 contact id */
+    RF_DB_AUDIT,       /* tenant \0 be64(seq) -> JSON audit entry */
     RF_DB_COUNT
 };
 
@@ -53,6 +56,11 @@ int rf_store_open(const char *dir, unsigned flags, size_t map_size,
 
 /* Closes the store. No transaction may be open. Accepts NULL. */
 void rf_store_close(struct rf_store *st);
+
+/* Increments the counter `name` in RF_DB_META inside `txn` and sets *seq
+ * to its new value (the first is 1). Returns 0 or an RF_E* code. */
+int rf_store_next_seq(MDB_txn *txn, const struct rf_store *st,
+                      const char *name, uint64_t *seq);
 
 /* The handle of a named database. */
 MDB_dbi rf_store_dbi(const struct rf_store *st, enum rf_db db);

@@ -50,6 +50,36 @@ struct rf_source {
     char *hook;            /* function run for each stored event, or NULL */
 };
 
+#define RF_TENANT_ZOHO_MODULES_MAX 8
+#define RF_TENANT_ZOHO_EVENTS_MAX 16
+
+/* A Zoho module the tenant polls, and the fields read from it. */
+struct rf_tenant_zoho_module {
+    char *name;   /* API name: Contacts, Leads, Deals, ... */
+    char *fields; /* comma-separated API names */
+};
+
+/* The `zoho` table of tenant.lua (docs/zoho.md, "Tenant settings"). */
+struct rf_tenant_zoho {
+    char *client_id, *client_secret, *refresh_token; /* secrets: never log */
+    char *dc, *accounts_url, *api_domain, *edition, *api_version;
+    unsigned users, concurrency;
+    unsigned long long credits_per_day;
+    struct rf_http_allow allow[RF_TENANT_HOSTS_MAX]; /* empty: Zoho's */
+    size_t nallow;
+    struct rf_tenant_zoho_module modules[RF_TENANT_ZOHO_MODULES_MAX];
+    size_t nmodules;
+    unsigned poll_every_s;  /* between polls of each module */
+    char *notify_url;       /* Watch channel callbacks go here; NULL: none */
+    char *notify_token;     /* echoed by Zoho, checked on each callback */
+    char *channel_id;       /* digits */
+    char *events[RF_TENANT_ZOHO_EVENTS_MAX];
+    size_t nevents;
+    /* First 16 hex digits of SHA-256 over the connection settings: a
+     * reload that keeps it keeps the open connection. */
+    char connection[17];
+};
+
 struct rf_tenant {
     char *id;
     char *dir;
@@ -62,6 +92,7 @@ struct rf_tenant {
     unsigned cpu_ms;  /* CPU budget per hook call (0: default) */
     struct rf_http_allow allow[RF_TENANT_HOSTS_MAX]; /* strings owned */
     size_t nallow;
+    struct rf_tenant_zoho *zoho; /* NULL: no Zoho connection */
 };
 
 /* What loading a tenant needs from the process. */

@@ -104,20 +104,7 @@ static size_t event_key(unsigned char *k, const char *tenant, size_t tlen,
 
 static int next_seq(MDB_txn *txn, const struct rf_store *st, uint64_t *seq)
 {
-    MDB_val k = {sizeof("event_seq") - 1, "event_seq"}, v;
-    unsigned char buf[8];
-    int mrc = mdb_get(txn, rf_store_dbi(st, RF_DB_META), &k, &v);
-
-    *seq = 1;
-    if (mrc == 0 && v.mv_size == 8) {
-        *seq = rf_store_get_be64(v.mv_data) + 1;
-    } else if (mrc != 0 && mrc != MDB_NOTFOUND) {
-        return rf_store_rc(mrc);
-    }
-    rf_store_put_be64(buf, *seq);
-    v.mv_size = 8;
-    v.mv_data = buf;
-    return rf_store_rc(mdb_put(txn, rf_store_dbi(st, RF_DB_META), &k, &v, 0));
+    return rf_store_next_seq(txn, st, "event_seq", seq);
 }
 
 static int store_event(MDB_txn *txn, const struct rf_store *st,

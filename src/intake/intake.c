@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include <cjson/cJSON.h>
+#include <openssl/crypto.h>
 
 /* Headers kept with every event, besides those a source names. */
 static const char *const kept_always[] = {"content-type", "user-agent",
@@ -34,6 +35,7 @@ struct intake_job {
     char source[RF_TENANT_ID_MAX + 1]; /* copied: a reload frees the old */
     char delivery_id[RF_DELIVERY_ID_MAX + 1];
     char *headers; /* JSON object text */
+    char *body;    /* a rewritten body, when not the request's */
 };
 
 static int64_t now_ms(void)
@@ -175,6 +177,7 @@ static int run_job(MDB_txn *txn, struct rf_write_job *job)
 static void free_job(struct intake_job *j)
 {
     cJSON_free(j->headers);
+    cJSON_free(j->body);
     free(j);
 }
 
@@ -335,5 +338,115 @@ void rf_intake_handle(struct rf_intake *in, struct rf_http_req *req,
         j->put.delivery_id = j->delivery_id;
         j->put.delivery_id_len = strlen(j->delivery_id);
     }
+    rf_writer_submit(in->writer, &j->job);
+}
+
+/* --- Zoho Watch callbacks ----------------------------------------------- */
+
+/* Whether `v` (a string or a number, as Zoho sends channel ids) is `want`. */
+static int same_channel(const cJSON *v, const char *want)
+{
+    char buf[32];
+
+    if (cJSON_IsString(v)) {
+        return strcmp(v->valuestring, want) == 0;
+    }
+    if (cJSON_IsNumber(v) && v->valuedouble >= 0 &&
+        v->valuedouble < 9007199254740992.0) {
+        snprintf(buf, sizeof(buf), "%.0f", v->valuedouble);
+        return strcmp(buf, want) == 0;
+    }
+    return 0;
+}
+
+/* Checks a callback's channel and token and its shape; answers on
+ * failure. */
+static int check_notification(struct rf_http_req *req,
+                              const struct rf_tenant_zoho *z,
+                              const char *body, size_t len)
+{
+    cJSON *json = parse_json(body, len);
+    const cJSON *token = cJSON_GetObjectItemCaseSensitive(json, "token");
+    const cJSON *channel = cJSON_GetObjectItemCaseSensitive(json,
+                                                            "channel_id");
+    const cJSON *module = cJSON_GetObjectItemCaseSensitive(json, "module");
+    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(json, "ids");
+    size_t want = strlen(z->notify_token);
+    int ok;
+
+    if (json == NULL || !cJSON_IsObject(json)) {
+        cJSON_Delete(json);
+        rf_http_respond_error(req, 400, "invalid_json",
+                              "the body is not a JSON object");
+        return -1;
+    }
+    ok = cJSON_IsString(token) && strlen(token->valuestring) == want &&
+         CRYPTO_memcmp(token->valuestring, z->notify_token, want) == 0 &&
+         same_channel(channel, z->channel_id);
+    if (!ok) {
+        cJSON_Delete(json);
+        rf_http_respond_error(req, 403, "invalid_channel_token",
+                              "the channel id or token does not match the "
+                              "tenant's Zoho notification channel");
+        return -1;
+    }
+    ok = cJSON_IsString(module) && cJSON_IsArray(ids);
+    cJSON_Delete(json);
+    if (!ok) {
+        rf_http_respond_error(req, 400, "invalid_notification",
+                              "a notification carries a module and a list "
+                              "of ids");
+        return -1;
+    }
+    return 0;
+}
+
+/* The callback as stored: without its token, which is a secret. */
+static char *without_token(const char *body, size_t len)
+{
+    cJSON *json = parse_json(body, len);
+    char *out;
+
+    cJSON_DeleteItemFromObjectCaseSensitive(json, "token");
+    out = json ? cJSON_PrintUnformatted(json) : NULL;
+    cJSON_Delete(json);
+    return out;
+}
+
+void rf_intake_handle_zoho(struct rf_intake *in, struct rf_http_req *req,
+                           const char *tenant, size_t tlen)
+{
+    static const struct rf_source zoho_source = {.name = RF_INTAKE_ZOHO_SOURCE,
+                                                 .json = 1};
+    const struct rf_tenant *t = rf_tenant_find(*in->tenants, tenant, tlen);
+    struct intake_job *j;
+    size_t len;
+    const char *body = rf_http_body(req, &len);
+
+    if (t == NULL) {
+        rf_http_respond_error(req, 404, "tenant_not_found", "no such tenant");
+    } else if (t->error != NULL) {
+        rf_http_respond_error(req, 503, "tenant_unavailable",
+                              "the tenant's script failed to load");
+    } else if (t->zoho == NULL || t->zoho->notify_token == NULL) {
+        rf_http_respond_error(req, 404, "notify_not_configured",
+                              "the tenant has no Zoho notification channel");
+    } else {
+        (void)check_notification(req, t->zoho, body, len);
+    }
+    if (rf_http_answered(req)) {
+        in->stats.rejected++;
+        return;
+    }
+    j = new_job(in, req, t, &zoho_source);
+    if (j == NULL || (j->body = without_token(body, len)) == NULL) {
+        if (j) {
+            free_job(j);
+        }
+        rf_http_respond_error(req, 503, "out_of_memory", "try again later");
+        return;
+    }
+    j->put.ev.body = j->body;
+    j->put.ev.body_len = strlen(j->body);
     rf_writer_submit(in->writer, &j->job);
 }

@@ -7,11 +7,13 @@
 #include "referee/log.h"
 #include "referee/runtime.h"
 #include "referee/store.h"
+#include "referee/sync.h"
 #include "referee/tenant.h"
 #include "referee/watch.h"
 #include "referee/writer.h"
 
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +33,7 @@ struct daemon {
     struct rf_intake intake;
     struct rf_http_server *http;
     struct rf_runtime *runtime;
+    struct rf_sync *sync; /* on the script thread; stats only from here */
     struct rf_dispatch *dispatch;
     struct rf_watch *watch;
     uv_signal_t sigint, sigterm, sighup;
@@ -64,6 +67,20 @@ static int match_hook(const char *path, const char **t, size_t *tlen,
     return *tlen > 0 && *slen > 0 && strchr(*s, '/') == NULL;
 }
 
+/* Matches "/t/{tenant}/zoho/notify". */
+static int match_notify(const char *path, const char **t, size_t *tlen)
+{
+    const char *p;
+
+    if (strncmp(path, "/t/", 3) != 0) {
+        return 0;
+    }
+    *t = path + 3;
+    p = strchr(*t, '/');
+    *tlen = p ? (size_t)(p - *t) : 0;
+    return p != NULL && *tlen > 0 && strcmp(p, "/zoho/notify") == 0;
+}
+
 static void answer_health(struct daemon *d, struct rf_http_req *req,
                           int ready)
 {
@@ -81,6 +98,59 @@ static void answer_health(struct daemon *d, struct rf_http_req *req,
                  (unsigned long long)d->lag_ms,
                  rf_writer_pending(d->writer));
     rf_http_respond_json(req, ok ? 200 : 503, body, (size_t)n);
+}
+
+/* Appends each tenant's Zoho sync figures to the metrics text and
+ * answers. */
+static void zoho_metrics(struct daemon *d, struct rf_http_req *req,
+                         const char *head, size_t hlen)
+{
+    static const struct {
+        const char *name, *type;
+        size_t off;
+    } series[] = {
+#define S(name, type, field)                                                   \
+    {name, type, offsetof(struct rf_sync_tenant_stats, field)}
+        S("referee_zoho_polls_total", "counter", polls),
+        S("referee_zoho_poll_failures_total", "counter", poll_failures),
+        S("referee_zoho_records_total", "counter", records),
+        S("referee_zoho_enrolled_total", "counter", enrolled),
+        S("referee_zoho_hook_failures_total", "counter", hook_failures),
+        S("referee_zoho_notifications_total", "counter", notifications),
+        S("referee_zoho_credits_used", "gauge", credits_used),
+        S("referee_zoho_credits_budget", "gauge", credits_budget),
+#undef S
+    };
+    size_t n = d->sync ? rf_sync_stats(d->sync, NULL, 0) : 0, len = hlen;
+    size_t cap = hlen + 64 + n * 1024 + sizeof(series) / sizeof(series[0]) * 96;
+    struct rf_sync_tenant_stats *st = calloc(n ? n : 1, sizeof(*st));
+    char *out = malloc(cap);
+
+    if (st == NULL || out == NULL) {
+        free(st);
+        free(out);
+        rf_http_respond(req, 200, "text/plain; version=0.0.4", head, hlen);
+        return;
+    }
+    memcpy(out, head, hlen);
+    n = n ? rf_sync_stats(d->sync, st, n) : 0;
+    for (size_t i = 0; i < sizeof(series) / sizeof(series[0]); i++) {
+        len += (size_t)snprintf(out + len, cap - len, "# TYPE %s %s\n",
+                                series[i].name, series[i].type);
+        for (size_t t = 0; t < n && len < cap; t++) {
+            uint64_t v;
+
+            memcpy(&v, (const char *)&st[t] + series[i].off, sizeof(v));
+            len += (size_t)snprintf(out + len, cap - len,
+                                    "%s{tenant=\"%s\"} %llu\n",
+                                    series[i].name, st[t].tenant,
+                                    (unsigned long long)v);
+        }
+    }
+    rf_http_respond(req, 200, "text/plain; version=0.0.4", out,
+                    len < cap ? len : cap - 1);
+    free(st);
+    free(out);
 }
 
 /* Prometheus text exposition of the daemon's counters. */
@@ -124,7 +194,7 @@ static void answer_metrics(struct daemon *d, struct rf_http_req *req)
         ds.done, ds.failed, d->dispatch ? rf_dispatch_pending(d->dispatch) : 0,
         d->tenants ? d->tenants->n : 0, (unsigned long long)d->lag_ms,
         rf_store_map_size(d->store));
-    rf_http_respond(req, 200, "text/plain; version=0.0.4", body, (size_t)n);
+    zoho_metrics(d, req, body, (size_t)n);
 }
 
 static int is_get(const char *m)
@@ -166,6 +236,18 @@ static void on_headers(struct rf_http_req *req, void *arg)
         answer_metrics(d, req);
         return;
     }
+    if (match_notify(path, &t, &tlen)) {
+        if (strcmp(m, "POST") != 0) {
+            rf_http_add_header(req, "Allow", "POST");
+            rf_http_respond_error(req, 405, "method_not_allowed",
+                                  "Zoho notifications are delivered with "
+                                  "POST");
+        } else if (rf_tenant_find(d->tenants, t, tlen) == NULL) {
+            rf_http_respond_error(req, 404, "tenant_not_found",
+                                  "no such tenant");
+        }
+        return;
+    }
     if (match_hook(path, &t, &tlen, &s, &slen)) {
         if (strcmp(m, "POST") != 0) {
             rf_http_add_header(req, "Allow", "POST");
@@ -190,6 +272,10 @@ static void on_request(struct rf_http_req *req, void *arg)
         rf_http_add_header(req, "Connection", "close");
         rf_http_respond_error(req, 503, "stopping",
                               "the server stopped before storing this");
+        return;
+    }
+    if (match_notify(rf_http_path(req), &t, &tlen)) {
+        rf_intake_handle_zoho(&d->intake, req, t, tlen);
         return;
     }
     if (match_hook(rf_http_path(req), &t, &tlen, &s, &slen)) {
@@ -287,6 +373,7 @@ static void finish_stop(struct daemon *d)
     uv_timer_stop(&d->drain);
     rf_watch_stop(d->watch);
     d->watch = NULL;
+    d->sync = NULL; /* freed with the script thread */
     rf_runtime_stop(d->runtime); /* hooks in flight end; outcomes queue */
     d->runtime = NULL;
     rf_writer_stop(d->writer); /* commits what is queued, answers it */
@@ -355,12 +442,14 @@ static int start_runtime(struct daemon *d)
 {
     const struct rf_config *cfg = d->cfg;
     struct rf_engine_opts o = {0};
+    struct rf_runtime_part part = {rf_sync_start, rf_sync_reloaded,
+                                   rf_sync_stop, NULL};
 
     o.store = d->store;
     o.env = d->tenant_env;
     o.ca_file = cfg->ca_file;
     o.wall_ms = cfg->script_wall_ms;
-    d->runtime = rf_runtime_start(&d->loop, &o, cfg->tenants_dir);
+    d->runtime = rf_runtime_start(&d->loop, &o, cfg->tenants_dir, &part);
     if (d->runtime == NULL) {
         rf_log_error("script", RF_NOF, "cannot start the script thread");
         return RF_ENOMEM;
@@ -377,6 +466,7 @@ static int start_scripts(struct daemon *d)
         rf_log_error("script", RF_NOF, "the script thread failed to start");
         return RF_ENOMEM;
     }
+    d->sync = rf_runtime_part_state(d->runtime);
     d->dispatch = rf_dispatch_new(&d->loop, d->store, d->writer, d->runtime,
                                   (const struct rf_tenants *const *)&d
                                       ->tenants);

@@ -6,6 +6,7 @@
 #include "referee/reader.h"
 #include "referee/sandbox.h"
 #include "referee/script_api.h"
+#include "referee/zoho.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -39,6 +40,8 @@ struct tenant_rt {
     char *id;
     char *dir;
     struct version *cur;
+    struct rf_zoho *zoho;  /* open while the settings have a zoho table */
+    char zoho_conn[17];    /* the connection fingerprint it was opened with */
 };
 
 struct rf_call {
@@ -59,8 +62,19 @@ struct rf_call {
     char event[40];
 };
 
+#define NATIVES_MAX 8
+
+/* A hook written in C ("@zoho.notify"), run instead of a script's. */
+struct native {
+    char name[32];
+    rf_engine_native_fn fn;
+    void *arg;
+};
+
 struct rf_engine {
     struct rf_engine_opts o;
+    struct native natives[NATIVES_MAX];
+    size_t nnatives;
     uv_timer_t sweep;
     struct rf_http_client *http;
     struct rf_writer *writer;
@@ -140,6 +154,84 @@ static int load_version(struct rf_engine *e, const char *dir, const char *id,
     return 0;
 }
 
+/* Opens, keeps or replaces the tenant's Zoho connection to match its
+ * current settings. A failure to open is logged; crm.* calls then fail
+ * with "no Zoho connection" until a fixed version loads. */
+static void zoho_follow(struct rf_engine *e, struct tenant_rt *t)
+{
+    const struct rf_tenant_zoho *zs = t->cur->settings->zoho;
+    struct rf_zoho_settings s = {0};
+    char err[256];
+
+    if (t->zoho != NULL && zs != NULL &&
+        strcmp(t->zoho_conn, zs->connection) == 0) {
+        return; /* same connection settings: keep token, counters, polls */
+    }
+    if (t->zoho != NULL) {
+        rf_zoho_close(t->zoho, NULL, NULL);
+        t->zoho = NULL;
+        t->zoho_conn[0] = '\0';
+    }
+    if (zs == NULL || e->o.store == NULL || e->writer == NULL) {
+        return;
+    }
+    s.tenant = t->id;
+    s.client_id = zs->client_id;
+    s.client_secret = zs->client_secret;
+    s.refresh_token = zs->refresh_token;
+    s.dc = zs->dc;
+    s.accounts_url = zs->accounts_url;
+    s.api_domain = zs->api_domain;
+    s.allow = zs->nallow ? zs->allow : NULL;
+    s.n_allow = zs->nallow;
+    s.edition = zs->edition;
+    s.users = zs->users;
+    s.credits_per_day = zs->credits_per_day;
+    s.concurrency = zs->concurrency;
+    s.api_version = zs->api_version;
+    if (rf_zoho_open(e->o.loop, e->http, e->o.store, e->writer, &s, &t->zoho,
+                     err, sizeof(err)) != 0) {
+        t->zoho = NULL;
+        rf_log_error("zoho", RF_F("tenant", t->id), "cannot open the "
+                                                    "connection: %s",
+                     err);
+        return;
+    }
+    memcpy(t->zoho_conn, zs->connection, sizeof(t->zoho_conn));
+}
+
+struct rf_zoho *rf_engine_zoho(const struct rf_engine *e, const char *tenant)
+{
+    const struct tenant_rt *t = find_tenant(e, tenant);
+
+    return t ? t->zoho : NULL;
+}
+
+struct rf_writer *rf_engine_writer(const struct rf_engine *e)
+{
+    return e->writer;
+}
+
+struct rf_store *rf_engine_store(const struct rf_engine *e)
+{
+    return e->o.store;
+}
+
+uv_loop_t *rf_engine_loop(const struct rf_engine *e)
+{
+    return e->o.loop;
+}
+
+void rf_engine_each(const struct rf_engine *e,
+                    void (*fn)(const char *tenant, void *arg), void *arg)
+{
+    for (int b = 0; b < BUCKETS; b++) {
+        for (const struct tenant_rt *t = e->buckets[b]; t; t = t->next) {
+            fn(t->id, arg);
+        }
+    }
+}
+
 int rf_engine_load(struct rf_engine *e, const char *dir, const char *id,
                    char *err, size_t errlen)
 {
@@ -175,6 +267,7 @@ int rf_engine_load(struct rf_engine *e, const char *dir, const char *id,
     }
     retire(t->cur);
     t->cur = v;
+    zoho_follow(e, t);
     return 0;
 }
 
@@ -269,6 +362,11 @@ struct rf_store *rf__call_store(struct rf_call *c)
     return c->e->o.store;
 }
 
+struct rf_zoho *rf__call_zoho(struct rf_call *c)
+{
+    return c->t->zoho;
+}
+
 struct rf_writer *rf__call_writer(struct rf_call *c)
 {
     return c->e->writer;
@@ -328,10 +426,10 @@ static void unlink_call(struct rf_call *c)
 
 /* Ends a call: reports its outcome, lets go of its coroutine and version. */
 static void finish(struct rf_call *c, int rc, const char *error,
-                   const char *json)
+                   const char *json, const cJSON *value)
 {
     struct rf_hook_result res = {rc, error, json ? json : "null",
-                                 c->v->settings->version};
+                                 c->v->settings->version, value};
     lua_State *L = rf_sandbox_state(c->v->sb);
     struct version *v = c->v;
 
@@ -385,14 +483,14 @@ static void finish_ok(struct rf_call *c, int nres)
         v = rf_api_to_json(c->co, -nres, err, sizeof(err));
         if (v == NULL) {
             lua_pop(c->co, nres);
-            finish(c, RF_ESCRIPT, err, NULL);
+            finish(c, RF_ESCRIPT, err, NULL, NULL);
             return;
         }
         text = cJSON_PrintUnformatted(v);
-        cJSON_Delete(v);
     }
     lua_pop(c->co, nres);
-    finish(c, 0, NULL, text);
+    finish(c, 0, NULL, text, v);
+    cJSON_Delete(v);
     cJSON_free(text);
 }
 
@@ -419,16 +517,16 @@ void rf__call_resume(struct rf_call *c, int nres)
     if (rc == RF_SANDBOX_YIELDED && !c->waiting) {
         finish(c, RF_ESCRIPT, "the hook yielded on its own (coroutine.yield "
                               "outside a coroutine it made)",
-               NULL);
+               NULL, NULL);
     } else if (rc == RF_SANDBOX_YIELDED &&
                c->cpu_ns > (uint64_t)cpu_budget_ms(c) * 1000000u) {
         snprintf(err, sizeof(err), "cpu budget of %u ms exceeded",
                  cpu_budget_ms(c));
-        finish(c, RF_ELIMIT, err, NULL);
+        finish(c, RF_ELIMIT, err, NULL, NULL);
     } else if (rc == 0) {
         finish_ok(c, n);
     } else if (rc != RF_SANDBOX_YIELDED) {
-        finish(c, rc, err, NULL);
+        finish(c, rc, err, NULL, NULL);
     }
     if (tainted) {
         rebuild(e, t);
@@ -439,29 +537,25 @@ void rf__call_resume(struct rf_call *c, int nres)
 static void refuse(rf_engine_done_cb done, void *arg, int rc,
                    const char *error)
 {
-    struct rf_hook_result res = {rc, error, "null", ""};
+    struct rf_hook_result res = {rc, error, "null", "", NULL};
 
     done(&res, arg);
 }
 
 /* Pushes the input onto co: an array spreads into arguments. */
-static int push_input(lua_State *co, const char *input, size_t len,
-                      char *err, size_t errlen)
+/* Pushes the call's arguments: the elements of an array, or one value. */
+static int push_input(lua_State *co, const cJSON *v, char *err,
+                      size_t errlen)
 {
-    cJSON *v;
     int n = 1;
 
-    if (input == NULL || len == 0) {
-        return 0;
-    }
-    v = rf_api_parse_json(input, len, err, errlen);
     if (v == NULL) {
-        return -1;
+        return 0;
     }
     if (cJSON_IsArray(v)) {
         n = 0;
         for (const cJSON *a = v->child; a; a = a->next, n++) {
-            if (rf_api_push_json(co, a) != 0) {
+            if (!lua_checkstack(co, 2) || rf_api_push_json(co, a) != 0) {
                 n = -1;
                 break;
             }
@@ -469,16 +563,14 @@ static int push_input(lua_State *co, const char *input, size_t len,
     } else if (rf_api_push_json(co, v) != 0) {
         n = -1;
     }
-    cJSON_Delete(v);
     if (n < 0) {
         snprintf(err, errlen, "input too large for the script's memory");
     }
     return n;
 }
 
-/* Makes the coroutine with the hook function and its arguments. */
-static int prepare(struct rf_call *c, const char *input, size_t len,
-                   char *err, size_t errlen)
+static int prepare(struct rf_call *c, const cJSON *input, char *err,
+                   size_t errlen)
 {
     lua_State *L = rf_sandbox_state(c->v->sb);
     int nargs;
@@ -489,7 +581,7 @@ static int prepare(struct rf_call *c, const char *input, size_t len,
     rf_reader_get(L, -1, c->hook);
     lua_xmove(L, c->co, 1);
     lua_pop(L, 1);
-    nargs = push_input(c->co, input, len, err, errlen);
+    nargs = push_input(c->co, input, err, errlen);
     if (nargs < 0) {
         luaL_unref(L, LUA_REGISTRYINDEX, c->co_ref);
         return -1;
@@ -514,17 +606,47 @@ static int has_hook(struct version *v, const char *hook)
     return type == LUA_TFUNCTION;
 }
 
-int rf_engine_call(struct rf_engine *e, const char *tenant, const char *hook,
-                   const char *input, size_t len, const char *event,
-                   rf_engine_done_cb done, void *arg)
+static const struct native *find_native(const struct rf_engine *e,
+                                        const char *name)
+{
+    for (size_t i = 0; i < e->nnatives; i++) {
+        if (strcmp(e->natives[i].name, name) == 0) {
+            return &e->natives[i];
+        }
+    }
+    return NULL;
+}
+
+int rf_engine_native(struct rf_engine *e, const char *name,
+                     rf_engine_native_fn fn, void *arg)
+{
+    if (name[0] != '@' || strlen(name) >= sizeof(e->natives[0].name) ||
+        e->nnatives == NATIVES_MAX || find_native(e, name) != NULL) {
+        return RF_EINVAL;
+    }
+    snprintf(e->natives[e->nnatives].name, sizeof(e->natives[0].name), "%s",
+             name);
+    e->natives[e->nnatives].fn = fn;
+    e->natives[e->nnatives++].arg = arg;
+    return 0;
+}
+
+int rf_engine_call_value(struct rf_engine *e, const char *tenant,
+                         const char *hook, const cJSON *input,
+                         const char *event, rf_engine_done_cb done, void *arg)
 {
     struct tenant_rt *t = find_tenant(e, tenant);
+    const struct native *nat = hook[0] == '@' ? find_native(e, hook) : NULL;
     char err[256];
     struct rf_call *c;
     int nargs;
 
     if (t == NULL) {
         refuse(done, arg, RF_ENOTFOUND, "no such tenant");
+        return 0;
+    }
+    if (nat != NULL) {
+        nat->fn(e, tenant, input, event, done, arg, nat->arg);
         return 0;
     }
     if (!has_hook(t->cur, hook)) {
@@ -543,7 +665,7 @@ int rf_engine_call(struct rf_engine *e, const char *tenant, const char *hook,
     snprintf(c->event, sizeof(c->event), "%s", event ? event : "");
     c->deadline = uv_now(e->o.loop) +
                   (e->o.wall_ms ? e->o.wall_ms : DEFAULT_WALL_MS);
-    nargs = prepare(c, input, len, err, sizeof(err));
+    nargs = prepare(c, input, err, sizeof(err));
     if (nargs < 0) {
         free(c);
         refuse(done, arg, RF_EINVAL, err);
@@ -561,6 +683,26 @@ int rf_engine_call(struct rf_engine *e, const char *tenant, const char *hook,
     return 0;
 }
 
+int rf_engine_call(struct rf_engine *e, const char *tenant, const char *hook,
+                   const char *input, size_t len, const char *event,
+                   rf_engine_done_cb done, void *arg)
+{
+    cJSON *v = NULL;
+    char err[256];
+    int rc;
+
+    if (input != NULL && len > 0) {
+        v = rf_api_parse_json(input, len, err, sizeof(err));
+        if (v == NULL) {
+            refuse(done, arg, RF_EINVAL, err);
+            return 0;
+        }
+    }
+    rc = rf_engine_call_value(e, tenant, hook, v, event, done, arg);
+    cJSON_Delete(v);
+    return rc;
+}
+
 static void on_sweep(uv_timer_t *timer)
 {
     struct rf_engine *e = timer->data;
@@ -573,7 +715,7 @@ static void on_sweep(uv_timer_t *timer)
         if (c->waiting && now >= c->deadline) {
             snprintf(msg, sizeof(msg), "the hook waited longer than %u ms",
                      e->o.wall_ms ? e->o.wall_ms : DEFAULT_WALL_MS);
-            finish(c, RF_ETIMEOUT, msg, NULL);
+            finish(c, RF_ETIMEOUT, msg, NULL, NULL);
         }
     }
 }
@@ -623,7 +765,13 @@ void rf_engine_free(struct rf_engine *e)
         return;
     }
     while (e->calls) {
-        finish(e->calls, RF_ESTOPPING, "the engine is stopping", NULL);
+        finish(e->calls, RF_ESTOPPING, "the engine is stopping", NULL, NULL);
+    }
+    for (int b = 0; b < BUCKETS; b++) {
+        for (struct tenant_rt *t = e->buckets[b]; t; t = t->next) {
+            rf_zoho_close(t->zoho, NULL, NULL); /* saves credit usage */
+            t->zoho = NULL;
+        }
     }
     rf_http_client_free(e->http); /* its callbacks release their calls */
     rf_writer_stop(e->writer);

@@ -39,6 +39,8 @@ struct rf_runtime {
     pthread_t thread;
     struct rf_engine *engine;
     struct rf_engine_opts opts;
+    struct rf_runtime_part part;
+    void *part_state;
     const char *tenants_dir;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -115,6 +117,9 @@ static void do_reload(struct rf_runtime *rt, struct msg *m)
                      rf_engine_tenant(rt->engine, m->tenant)->version);
         }
     }
+    if (rt->part.reloaded && m->rc == 0) {
+        rt->part.reloaded(rt->part_state, m->tenant[0] ? m->tenant : NULL);
+    }
     send_back(m);
 }
 
@@ -140,6 +145,9 @@ static void on_in(uv_async_t *h)
         }
     }
     if (stopping) {
+        if (rt->part.stop) {
+            rt->part.stop(rt->part_state);
+        }
         rf_engine_free(rt->engine); /* answers the calls in flight */
         rt->engine = NULL;
         uv_close((uv_handle_t *)&rt->in_async, NULL);
@@ -156,6 +164,9 @@ static void *script_main(void *arg)
     n = rt->engine ? rf_engine_load_dir(rt->engine, rt->tenants_dir) : 0;
     rf_log_info("script", RF_F("dir", rt->tenants_dir),
                 "script thread ready with %zu tenants", n);
+    if (rt->engine && rt->part.start) {
+        rt->part_state = rt->part.start(rt->engine, &rt->loop, rt->part.arg);
+    }
     pthread_mutex_lock(&rt->mu);
     rt->started = rt->engine ? 1 : -1;
     pthread_cond_signal(&rt->cv);
@@ -178,7 +189,8 @@ static void on_reply(uv_async_t *h)
     pthread_mutex_unlock(&rt->mu);
     for (; m; m = next) {
         struct rf_hook_result res = {m->rc, m->error,
-                                     m->json ? m->json : "null", m->version};
+                                     m->json ? m->json : "null", m->version,
+                                     NULL};
 
         next = m->next;
         rt->pending--;
@@ -204,7 +216,8 @@ static void on_reply_closed(uv_handle_t *h)
 
 struct rf_runtime *rf_runtime_start(uv_loop_t *loop,
                                     const struct rf_engine_opts *opts,
-                                    const char *tenants_dir)
+                                    const char *tenants_dir,
+                                    const struct rf_runtime_part *part)
 {
     struct rf_runtime *rt = calloc(1, sizeof(*rt));
 
@@ -212,6 +225,9 @@ struct rf_runtime *rf_runtime_start(uv_loop_t *loop,
         return NULL;
     }
     rt->opts = *opts;
+    if (part) {
+        rt->part = *part;
+    }
     rt->tenants_dir = tenants_dir;
     pthread_mutex_init(&rt->mu, NULL);
     pthread_cond_init(&rt->cv, NULL);
@@ -287,6 +303,11 @@ int rf_runtime_reload(struct rf_runtime *rt, const char *tenant,
     m->arg = arg;
     snprintf(m->tenant, sizeof(m->tenant), "%s", tenant ? tenant : "");
     return post(rt, m);
+}
+
+void *rf_runtime_part_state(struct rf_runtime *rt)
+{
+    return rf_runtime_ready(rt) == 0 ? rt->part_state : NULL;
 }
 
 size_t rf_runtime_pending(const struct rf_runtime *rt)

@@ -15,7 +15,7 @@
 
 static const char *const db_names[RF_DB_COUNT] = {
     "meta", "events", "dedup", "kv", "outcomes", "zoho", "outbox",
-    "outbox_due", "outbox_keys"};
+    "outbox_due", "outbox_keys", "referrers", "codes", "audit"};
 
 struct rf_store {
     MDB_env *env;
@@ -335,4 +335,23 @@ void rf_store_read_end(struct rf_store *st, MDB_txn *txn)
     }
     mdb_txn_abort(txn);
     pthread_rwlock_unlock(&st->grow_lock);
+}
+
+int rf_store_next_seq(MDB_txn *txn, const struct rf_store *st,
+                      const char *name, uint64_t *seq)
+{
+    MDB_val k = {strlen(name), (void *)name}, v;
+    unsigned char buf[8];
+    int mrc = mdb_get(txn, st->dbi[RF_DB_META], &k, &v);
+
+    *seq = 1;
+    if (mrc == 0 && v.mv_size == 8) {
+        *seq = rf_store_get_be64(v.mv_data) + 1;
+    } else if (mrc != 0 && mrc != MDB_NOTFOUND) {
+        return rf_store_rc(mrc);
+    }
+    rf_store_put_be64(buf, *seq);
+    v.mv_size = 8;
+    v.mv_data = buf;
+    return rf_store_rc(mdb_put(txn, st->dbi[RF_DB_META], &k, &v, 0));
 }

@@ -19,7 +19,7 @@
 #define TENANT_DIR_KEY "rf.tenant.dir"
 
 static const char *const known_keys[] = {"sources", "allowed_hosts",
-                                         "limits", NULL};
+                                         "limits", "zoho", NULL};
 static const char *const limit_keys[] = {"memory_mb", "cpu_ms", NULL};
 static const char *const host_keys[] = {"host", "port", "http", "private",
                                         NULL};
@@ -260,12 +260,15 @@ static int read_host_table(struct rf_reader *r, const char *path,
     return rc;
 }
 
-static int read_hosts(struct rf_reader *r, struct rf_tenant *t)
+int rf__tenant_read_hosts(struct rf_reader *r, const char *parent,
+                          struct rf_http_allow *allow, size_t *nallow)
 {
     lua_State *L = r->L;
     int rc = 0, type = rf_reader_get(L, -1, "allowed_hosts");
+    char key[64];
     lua_Integer n;
 
+    rf_reader_join(key, sizeof(key), parent, "allowed_hosts");
     if (type == LUA_TNIL) {
         lua_pop(L, 1);
         return 0;
@@ -273,32 +276,31 @@ static int read_hosts(struct rf_reader *r, struct rf_tenant *t)
     n = type == LUA_TTABLE ? (lua_Integer)lua_rawlen(L, -1) : -1;
     if (n < 0 || n > RF_TENANT_HOSTS_MAX) {
         lua_pop(L, 1);
-        return rf_reader_fail(r, "allowed_hosts", "expected a list of at "
-                                                  "most %d hosts",
+        return rf_reader_fail(r, key, "expected a list of at most %d hosts",
                               RF_TENANT_HOSTS_MAX);
     }
     for (lua_Integer i = 1; rc == 0 && i <= n; i++) {
-        struct rf_http_allow *a = &t->allow[t->nallow];
-        char path[64];
+        struct rf_http_allow *a = &allow[*nallow];
+        char path[96];
 
-        snprintf(path, sizeof(path), "allowed_hosts.%lld", (long long)i);
+        snprintf(path, sizeof(path), "%s.%lld", key, (long long)i);
         memset(a, 0, sizeof(*a));
         type = lua_rawgeti(L, -1, i);
         if (type == LUA_TSTRING) {
             rc = parse_host(lua_tostring(L, -1), a) == 0
                      ? 0
-                     : rf_reader_fail(r, "allowed_hosts",
+                     : rf_reader_fail(r, key,
                                       "item %lld: expected \"host\", "
                                       "\"host:port\" or \"http(s)://host\"",
                                       (long long)i);
         } else if (type == LUA_TTABLE) {
             rc = read_host_table(r, path, a);
         } else {
-            rc = rf_reader_fail(r, "allowed_hosts",
+            rc = rf_reader_fail(r, key,
                                 "item %lld: expected a string or a table",
                                 (long long)i);
         }
-        t->nallow += a->host != NULL;
+        *nallow += a->host != NULL;
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
@@ -323,7 +325,10 @@ int rf_tenant_read(struct rf_reader *r, struct rf_tenant *t)
         rc = check_source_hooks(r, t);
     }
     if (rc == 0) {
-        rc = read_hosts(r, t);
+        rc = rf__tenant_read_hosts(r, "", t->allow, &t->nallow);
+    }
+    if (rc == 0) {
+        rc = rf__tenant_read_zoho(r, t);
     }
     if (rc == 0) {
         rc = read_limits(r, t);

@@ -63,6 +63,7 @@ static void free_members(struct rf_tenant *t)
     for (size_t i = 0; i < t->nallow; i++) {
         free((char *)t->allow[i].host);
     }
+    rf__tenant_zoho_free(t->zoho);
     free(t->id);
     free(t->dir);
     free(t->error);
@@ -208,6 +209,10 @@ static int read_source(struct rf_reader *r, const char *name,
     snprintf(path, sizeof(path), "sources.%s", name);
     if (!rf_tenant_id_valid(name, strlen(name))) {
         return rf_reader_fail(r, path, "source names use a-z, 0-9, - and _");
+    }
+    if (strcmp(name, "zoho") == 0) {
+        return rf_reader_fail(r, path, "the source name 'zoho' is kept for "
+                                       "Zoho notifications (zoho.notify)");
     }
     if (!lua_istable(r->L, -1)) {
         return rf_reader_fail(r, path, "expected a table");

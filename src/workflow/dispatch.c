@@ -2,6 +2,8 @@
 #include "referee/dispatch.h"
 #include "referee/error.h"
 #include "referee/events.h"
+#include "referee/intake.h"
+#include "referee/sync.h"
 #include "referee/log.h"
 #include "referee/script_api.h"
 
@@ -143,6 +145,9 @@ static const char *hook_of(struct rf_dispatch *d, const char *tenant,
     const struct rf_source *s =
         t && !t->error ? rf_source_find(t, source, strlen(source)) : NULL;
 
+    if (t && !t->error && strcmp(source, RF_INTAKE_ZOHO_SOURCE) == 0) {
+        return t->zoho && t->zoho->notify_token ? RF_SYNC_NOTIFY_HOOK : NULL;
+    }
     return s ? s->hook : NULL;
 }
 

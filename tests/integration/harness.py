@@ -235,11 +235,13 @@ class Daemon:
     tenants: names of fixture tenants to copy (tests/fixtures/tenants/NAME)
     extra_tenants: {id: tenant.lua text} written beside them
     config: text of a Lua config file, passed with --config
+    port: the port to listen on (0: any; the log line tells which)
     """
 
     def __init__(self, tenants=("acme",), extra_tenants=None, config=None,
-                 label="referee"):
+                 label="referee", port=0):
         self.label = label
+        self.listen_port = port
         self.root = tempfile.mkdtemp(prefix="referee-it-")
         self.data_dir = os.path.join(self.root, "data")
         self.tenants_dir = os.path.join(self.root, "tenants")
@@ -282,7 +284,8 @@ class Daemon:
     # -- process -------------------------------------------------------
 
     def argv(self):
-        argv = [BIN, "run", "--listen", HOST + ":0", "--data", self.data_dir,
+        argv = [BIN, "run", "--listen", "%s:%d" % (HOST, self.listen_port),
+                "--data", self.data_dir,
                 "--tenants", self.tenants_dir]
         if self.config_path:
             argv += ["--config", self.config_path]
@@ -465,6 +468,14 @@ class Daemon:
     def events_list(self, tenant, since=None):
         """`referee events list` as a list of dicts, oldest first."""
         return events_list(self.data_dir, tenant, since)
+
+
+def free_port():
+    """A port on 127.0.0.1 that nothing listens on right now, for a daemon
+    whose address must be known before it starts (Zoho's notify_url)."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
 
 
 def run_cli(*args, timeout=None):

@@ -12,6 +12,6 @@ return {
     },
     -- A Zoho CRM workflow webhook: form-encoded, its own id in the body is
     -- not available, so every delivery is stored.
-    zoho = { format = "raw", id = "none" },
+    crm_workflow = { format = "raw", id = "none" },
   },
 }

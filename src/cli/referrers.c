@@ -1,0 +1,255 @@
+/* `referee referrers list` and `referee zoho status`: what the Zoho sync
+ * did, read from the store read-only (works while the daemon runs). */
+#include "referee/cli.h"
+#include "referee/error.h"
+#include "referee/referrers.h"
+#include "referee/store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#define DAY_MINUTES (24 * 60)
+
+struct args {
+    const char *data, *tenant;
+    int json;
+};
+
+static int parse(const char *cmd, const char *sub, int argc, char **argv,
+                 struct args *a)
+{
+    const char *v;
+    int bad = 0;
+
+    if (argc < 1 || strcmp(argv[0], sub) != 0) {
+        return rf_cli_usage_error(cmd, "expected '%s'", sub);
+    }
+    for (int i = 1; i < argc; i++) {
+        if ((v = rf_cli_option(argc, argv, &i, "data", &bad))) {
+            a->data = v;
+        } else if ((v = rf_cli_option(argc, argv, &i, "tenant", &bad))) {
+            a->tenant = v;
+        } else if (!bad && strcmp(argv[i], "--json") == 0) {
+            a->json = 1;
+        } else {
+            return rf_cli_usage_error(cmd, "%s '%s'",
+                                      bad ? "missing value for"
+                                          : "unknown option",
+                                      argv[i]);
+        }
+    }
+    if (a->data == NULL || a->tenant == NULL) {
+        return rf_cli_usage_error(cmd, "--data and --tenant are needed");
+    }
+    return 0;
+}
+
+static int open_ro(const char *cmd, const char *data, struct rf_store **st)
+{
+    char err[512];
+    int rc = rf_store_open(data, RF_STORE_RDONLY, 0, st, err, sizeof(err));
+
+    if (rc != 0) {
+        fprintf(stderr, "referee %s: %s: %s\n", cmd, data, err);
+        return 1;
+    }
+    return 0;
+}
+
+/* --- referrers list ----------------------------------------------------- */
+
+static const char *str(const cJSON *o, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+static int print_referrer(const cJSON *r, void *arg)
+{
+    const struct args *a = arg;
+    char *line;
+
+    if (a->json) {
+        line = cJSON_PrintUnformatted(r);
+        if (line == NULL) {
+            return RF_ENOMEM;
+        }
+        puts(line);
+        cJSON_free(line);
+        return 0;
+    }
+    printf("%-20s %-14s %-32s %s\n", str(r, "contact_id"), str(r, "code"),
+           str(r, "email"), str(r, "name"));
+    return 0;
+}
+
+int rf_cli_referrers(int argc, char **argv)
+{
+    struct args a = {0};
+    struct rf_store *st = NULL;
+    MDB_txn *txn = NULL;
+    int rc = parse("referrers", "list", argc, argv, &a);
+
+    if (rc != 0 || (rc = open_ro("referrers", a.data, &st)) != 0) {
+        return rc;
+    }
+    rc = rf_store_read_begin(st, &txn);
+    if (rc == 0) {
+        if (!a.json) {
+            printf("%-20s %-14s %-32s %s\n", "CONTACT", "CODE", "EMAIL",
+                   "NAME");
+        }
+        rc = rf_referrers_each(txn, st, a.tenant, print_referrer, &a);
+        rf_store_read_end(st, txn);
+    }
+    rf_store_close(st);
+    if (rc != 0) {
+        fprintf(stderr, "referee referrers: %s\n", rf_strerror(rc));
+        return 1;
+    }
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
+/* --- zoho status -------------------------------------------------------- */
+
+/* Adds what a connector state entry says, without its secrets. */
+static void add_state(cJSON *out, const char *kind, const char *name,
+                      const cJSON *v, int64_t now_min)
+{
+    if (strcmp(kind, "token") == 0) {
+        cJSON *t = cJSON_AddObjectToObject(out, "token");
+        const cJSON *exp = cJSON_GetObjectItemCaseSensitive(v, "expires_at");
+        const cJSON *refreshes = cJSON_GetObjectItemCaseSensitive(
+            v, "refreshes");
+
+        cJSON_AddStringToObject(t, "client_id", name);
+        cJSON_AddStringToObject(t, "dc", str(v, "dc"));
+        cJSON_AddStringToObject(t, "api_domain", str(v, "api_domain"));
+        if (cJSON_IsNumber(exp)) {
+            cJSON_AddNumberToObject(t, "expires_at", exp->valuedouble / 1000);
+        }
+        cJSON_AddNumberToObject(t, "refreshes_recorded",
+                                cJSON_GetArraySize(refreshes));
+    } else if (strcmp(kind, "credits") == 0) {
+        const cJSON *mins = cJSON_GetObjectItemCaseSensitive(v, "minutes");
+        double used = 0;
+
+        for (const cJSON *p = mins ? mins->child : NULL; p; p = p->next) {
+            const cJSON *m = cJSON_GetArrayItem(p, 0);
+            const cJSON *c = cJSON_GetArrayItem(p, 1);
+
+            if (cJSON_IsNumber(m) && cJSON_IsNumber(c) &&
+                m->valuedouble > (double)(now_min - DAY_MINUTES)) {
+                used += c->valuedouble;
+            }
+        }
+        cJSON_AddNumberToObject(out, "credits_used_24h", used);
+    } else if (strcmp(kind, "cursor") == 0) {
+        cJSON *cs = cJSON_GetObjectItemCaseSensitive(out, "cursors");
+        cJSON *c;
+
+        if (cs == NULL) {
+            cs = cJSON_AddObjectToObject(out, "cursors");
+        }
+        c = cJSON_AddObjectToObject(cs, name);
+        cJSON_AddStringToObject(c, "modified_time", str(v, "time"));
+        cJSON_AddNumberToObject(
+            c, "ids_at_that_second",
+            cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(v, "ids")));
+    } else if (strcmp(kind, "channel") == 0) {
+        cJSON *chs = cJSON_GetObjectItemCaseSensitive(out, "channels");
+        cJSON *c;
+        const cJSON *exp = cJSON_GetObjectItemCaseSensitive(v, "expiry");
+
+        if (chs == NULL) {
+            chs = cJSON_AddArrayToObject(out, "channels");
+        }
+        c = cJSON_CreateObject();
+        cJSON_AddStringToObject(c, "channel_id", name);
+        if (exp != NULL) {
+            cJSON_AddItemToObject(c, "expiry", cJSON_Duplicate(exp, 0));
+        }
+        cJSON_AddItemToArray(chs, c);
+    } else if (strcmp(kind, "retry") == 0) {
+        cJSON *n = cJSON_GetObjectItemCaseSensitive(out, "records_to_retry");
+
+        if (n == NULL) {
+            cJSON_AddNumberToObject(out, "records_to_retry", 1);
+        } else {
+            cJSON_SetNumberValue(n, n->valuedouble + 1);
+        }
+    }
+}
+
+static int status(struct rf_store *st, const char *tenant, cJSON *out)
+{
+    size_t tlen = strlen(tenant);
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_val k = {tlen + 1, (void *)tenant}, v;
+    int64_t now_min = (int64_t)time(NULL) / 60;
+    int rc = rf_store_read_begin(st, &txn), mrc;
+
+    if (rc != 0) {
+        return rc;
+    }
+    mrc = mdb_cursor_open(txn, rf_store_dbi(st, RF_DB_ZOHO), &cur);
+    for (mrc = mrc ? mrc : mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+         mrc == 0; mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        const char *key = k.mv_data, *kind, *nul;
+        char name[256];
+        size_t nlen;
+        cJSON *val;
+
+        if (k.mv_size <= tlen + 1 || memcmp(key, tenant, tlen) != 0 ||
+            key[tlen] != 0) {
+            break;
+        }
+        kind = key + tlen + 1;
+        nul = memchr(kind, 0, k.mv_size - tlen - 1);
+        if (nul == NULL) {
+            continue;
+        }
+        nlen = k.mv_size - (size_t)(nul + 1 - key);
+        snprintf(name, sizeof(name), "%.*s", (int)nlen, nul + 1);
+        val = cJSON_ParseWithLength(v.mv_data, v.mv_size);
+        add_state(out, kind, name, val, now_min);
+        cJSON_Delete(val);
+    }
+    if (cur) {
+        mdb_cursor_close(cur);
+    }
+    rf_store_read_end(st, txn);
+    return mrc == MDB_NOTFOUND || mrc == 0 ? 0 : rf_store_rc(mrc);
+}
+
+int rf_cli_zoho(int argc, char **argv)
+{
+    struct args a = {0};
+    struct rf_store *st = NULL;
+    cJSON *out;
+    char *text;
+    int rc = parse("zoho", "status", argc, argv, &a);
+
+    if (rc != 0 || (rc = open_ro("zoho", a.data, &st)) != 0) {
+        return rc;
+    }
+    out = cJSON_CreateObject();
+    cJSON_AddStringToObject(out, "tenant", a.tenant);
+    rc = out ? status(st, a.tenant, out) : RF_ENOMEM;
+    rf_store_close(st);
+    text = rc == 0 ? cJSON_Print(out) : NULL;
+    cJSON_Delete(out);
+    if (text == NULL) {
+        fprintf(stderr, "referee zoho: %s\n", rf_strerror(rc ? rc : RF_ENOMEM));
+        return 1;
+    }
+    puts(text);
+    cJSON_free(text);
+    return fflush(stdout) == 0 ? 0 : 1;
+}

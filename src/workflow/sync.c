@@ -1,0 +1,932 @@
+/* The Zoho sync on the script thread: polls, notifications, the cohort
+ * hook and enrolment, with a retry list for records whose hook failed. */
+#include "referee/sync.h"
+#include "referee/error.h"
+#include "referee/log.h"
+#include "referee/referrers.h"
+#include "referee/writer.h"
+#include "referee/zoho.h"
+#include "referee/zoho_poll.h"
+#include "referee/zoho_watch.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define FIRST_POLL_MS 200
+#define STATS_MS 1000
+#define FETCH_MAX 100   /* ids per GET (Zoho's limit) */
+#define RETRY_SCAN_MAX 1000
+#define NAME_MAX_ 256
+#define ERROR_KEEP 1000
+
+struct tsync {
+    struct tsync *next;
+    struct rf_sync *s;
+    char tenant[RF_TENANT_ID_MAX + 1];
+    uv_timer_t timer;
+    int polling;   /* module polls running */
+    int gone;      /* the tenant or its zoho settings went away */
+    int closing;
+    char channel[17]; /* connection the channel was subscribed on */
+    struct rf_sync_tenant_stats st; /* script thread's copy */
+};
+
+struct rf_sync {
+    struct rf_engine *e;
+    uv_loop_t *loop;
+    struct rf_store *store;
+    struct rf_writer *writer;
+    struct tsync *tenants;
+    uv_timer_t stats_timer;
+    int stopping;
+
+    pthread_mutex_t mu; /* guards the snapshot */
+    struct rf_sync_tenant_stats *snap;
+    size_t nsnap;
+};
+
+/* One record handed to a hook, and what came back. */
+struct decision {
+    const cJSON *rec;
+    char id[RF_ZOHO_ID_MAX];
+    int rc;        /* 0: the hook answered */
+    int enrol;     /* the answer accepts the contact */
+    char *email, *name;
+    char *error;
+};
+
+/* A set of records on their way through hooks and into the store: a poll
+ * batch (cursor written with it), a notification's fetch, or a retry. */
+struct work {
+    struct rf_write_job wj; /* first: the writer hands this back */
+    struct tsync *ts;
+    char module[64];
+    char version[17];
+    struct rf_zoho_batch *batch; /* a poll's; NULL otherwise */
+    cJSON *owned;                /* fetched records; NULL for a batch */
+    const cJSON *records;
+    struct decision *d;
+    size_t n, pending;
+    int64_t at_ms;
+    int retry;                   /* records came off the retry list */
+    rf_engine_done_cb done;      /* a notification's, when set */
+    void *done_arg;
+    size_t enrolled;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static struct tsync *find(struct rf_sync *s, const char *tenant)
+{
+    struct tsync *t = s->tenants;
+
+    while (t && strcmp(t->tenant, tenant) != 0) {
+        t = t->next;
+    }
+    return t;
+}
+
+static const struct rf_tenant_zoho *zoho_settings(struct rf_sync *s,
+                                                  const char *tenant)
+{
+    const struct rf_tenant *t = rf_engine_tenant(s->e, tenant);
+
+    return t ? t->zoho : NULL;
+}
+
+static int has_hook(struct rf_sync *s, const char *tenant, enum rf_hook h)
+{
+    const struct rf_tenant *t = rf_engine_tenant(s->e, tenant);
+
+    return t && (t->hooks & (1u << h)) != 0;
+}
+
+/* --- the retry list: RF_DB_ZOHO "tenant \0 retry \0 module \0 id" ------- */
+
+static size_t retry_key(unsigned char *k, size_t cap, const char *tenant,
+                        const char *module, const char *id)
+{
+    int n = snprintf((char *)k, cap, "%s%cretry%c%s%c%s", tenant, 0, 0,
+                     module, 0, id);
+
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+static int put_retry(MDB_txn *txn, const struct work *w,
+                     const struct decision *d)
+{
+    unsigned char key[NAME_MAX_];
+    char val[ERROR_KEEP + 128];
+    cJSON *o = cJSON_CreateObject();
+    char *text;
+    MDB_val k = {retry_key(key, sizeof(key), w->ts->tenant, w->module,
+                           d->id),
+                 key},
+            v;
+    int rc;
+
+    if (o == NULL || k.mv_size == 0) {
+        cJSON_Delete(o);
+        return o ? 0 : RF_ENOMEM;
+    }
+    snprintf(val, sizeof(val), "%s", d->error ? d->error : "");
+    cJSON_AddStringToObject(o, "version", w->version);
+    cJSON_AddStringToObject(o, "error", val);
+    cJSON_AddNumberToObject(o, "at", (double)w->at_ms / 1000.0);
+    text = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (text == NULL) {
+        return RF_ENOMEM;
+    }
+    v.mv_size = strlen(text);
+    v.mv_data = text;
+    rc = rf_store_rc(mdb_put(txn, rf_store_dbi(w->ts->s->store, RF_DB_ZOHO),
+                             &k, &v, 0));
+    cJSON_free(text);
+    return rc;
+}
+
+static int del_retry(MDB_txn *txn, const struct work *w,
+                     const struct decision *d)
+{
+    unsigned char key[NAME_MAX_];
+    MDB_val k = {retry_key(key, sizeof(key), w->ts->tenant, w->module,
+                           d->id),
+                 key};
+    int mrc;
+
+    if (k.mv_size == 0) {
+        return 0;
+    }
+    mrc = mdb_del(txn, rf_store_dbi(w->ts->s->store, RF_DB_ZOHO), &k, NULL);
+    return mrc == MDB_NOTFOUND ? 0 : rf_store_rc(mrc);
+}
+
+/* --- committing a set of decisions -------------------------------------- */
+
+static void work_free(struct work *w)
+{
+    for (size_t i = 0; i < w->n; i++) {
+        free(w->d[i].email);
+        free(w->d[i].name);
+        free(w->d[i].error);
+    }
+    free(w->d);
+    cJSON_Delete(w->owned);
+    free(w);
+}
+
+/* Writer thread: everything the decisions cause, and the cursor. */
+static int run_work(MDB_txn *txn, struct rf_write_job *wj)
+{
+    struct work *w = (struct work *)wj;
+    const struct rf_store *st = w->ts->s->store;
+    int rc = 0;
+
+    w->enrolled = 0;
+    for (size_t i = 0; rc == 0 && i < w->n; i++) {
+        const struct decision *d = &w->d[i];
+
+        if (d->rc != 0) {
+            rc = put_retry(txn, w, d);
+            continue;
+        }
+        if (d->enrol) {
+            struct rf_referrer_in in = {
+                .tenant = w->ts->tenant, .contact_id = d->id,
+                .email = d->email, .name = d->name, .source = "cohort",
+                .version = w->version, .at_ms = w->at_ms,
+                .evidence = d->rec};
+            char code[RF_CODE_LEN + 1];
+            int created = 0;
+
+            rc = rf_referrer_enrol(txn, st, &in, code, &created);
+            w->enrolled += (size_t)created;
+        }
+        if (rc == 0 && (w->retry || d->rc == 0)) {
+            rc = del_retry(txn, w, d);
+        }
+    }
+    if (rc == 0 && w->batch != NULL) {
+        rc = rf_zoho_batch_put_cursor(w->batch, txn, st);
+    }
+    return rc;
+}
+
+static void on_work_written(struct rf_write_job *wj)
+{
+    struct work *w = (struct work *)wj;
+    struct tsync *ts = w->ts;
+    size_t failed = 0;
+
+    for (size_t i = 0; i < w->n; i++) {
+        failed += w->d[i].rc != 0;
+    }
+    if (wj->rc == 0) {
+        ts->st.records += w->n;
+        ts->st.enrolled += w->enrolled;
+        ts->st.hook_failures += failed;
+    } else {
+        rf_log_error("sync", RF_F("tenant", ts->tenant, "module", w->module),
+                     "cannot store a batch (%s); it comes again",
+                     rf_strerror(wj->rc));
+    }
+    if (w->batch != NULL) {
+        rf_zoho_batch_done(w->batch, wj->rc,
+                           wj->rc == 0 ? RF_ZOHO_CURSOR_WRITTEN : 0);
+    }
+    if (w->done != NULL) {
+        struct rf_hook_result res = {wj->rc, wj->rc ? rf_strerror(wj->rc)
+                                                    : NULL,
+                                     "null", w->version, NULL};
+
+        w->done(&res, w->done_arg);
+    }
+    work_free(w);
+}
+
+static void commit(struct work *w)
+{
+    w->wj.run = run_work;
+    w->wj.done = on_work_written;
+    rf_writer_submit(w->ts->s->writer, &w->wj);
+}
+
+/* --- hooks -------------------------------------------------------------- */
+
+static char *string_field(const cJSON *o, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+
+    return cJSON_IsString(v) && v->valuestring[0] ? strdup(v->valuestring)
+                                                  : NULL;
+}
+
+/* What cohort answered: true, or a table { enrol = true, email = ...,
+ * name = ... }; anything else declines. */
+static void read_cohort(struct decision *d, const cJSON *v)
+{
+    const cJSON *en;
+
+    if (cJSON_IsTrue(v)) {
+        d->enrol = 1;
+    } else if (cJSON_IsObject(v)) {
+        en = cJSON_GetObjectItemCaseSensitive(v, "enrol");
+        d->enrol = en == NULL || cJSON_IsTrue(en);
+        d->email = string_field(v, "email");
+        d->name = string_field(v, "name");
+    }
+    if (d->enrol && d->email == NULL) {
+        d->email = string_field(d->rec, "Email");
+    }
+    if (d->enrol && d->name == NULL) {
+        d->name = string_field(d->rec, "Full_Name");
+    }
+}
+
+static void decided(struct work *w)
+{
+    if (--w->pending == 0) {
+        commit(w);
+    }
+}
+
+static void on_cohort(const struct rf_hook_result *res, void *arg)
+{
+    struct decision *d = arg;
+
+    d->rc = res->rc;
+    if (res->rc == 0) {
+        read_cohort(d, res->value);
+    } else {
+        d->error = strdup(res->error ? res->error : rf_strerror(res->rc));
+    }
+}
+
+/* Runs the module's hook over every record, then commits. Hooks that wait
+ * (crm.*, http.request) finish later; the work commits after the last. */
+struct pending_call {
+    struct work *w;
+    struct decision *d;
+};
+
+static void on_hook_done(const struct rf_hook_result *res, void *arg)
+{
+    struct pending_call *pc = arg;
+    struct work *w = pc->w;
+
+    on_cohort(res, pc->d);
+    if (res->version != NULL && res->version[0]) {
+        snprintf(w->version, sizeof(w->version), "%s", res->version);
+    }
+    free(pc);
+    decided(w);
+}
+
+static void start_work(struct tsync *ts, struct work *w)
+{
+    struct rf_sync *s = ts->s;
+    const struct rf_tenant *t = rf_engine_tenant(s->e, ts->tenant);
+    int cohort = strcmp(w->module, "Contacts") == 0 &&
+                 has_hook(s, ts->tenant, RF_HOOK_COHORT);
+    size_t i = 0;
+
+    w->at_ms = now_ms();
+    snprintf(w->version, sizeof(w->version), "%s", t ? t->version : "");
+    w->n = (size_t)cJSON_GetArraySize(w->records);
+    w->d = calloc(w->n ? w->n : 1, sizeof(*w->d));
+    if (w->d == NULL) {
+        w->n = 0;
+    }
+    w->pending = 1; /* held until every call started */
+    for (const cJSON *r = w->records ? w->records->child : NULL;
+         r && i < w->n; r = r->next, i++) {
+        struct decision *d = &w->d[i];
+        struct pending_call *pc;
+
+        d->rec = r;
+        (void)rf_zoho_json_id(cJSON_GetObjectItemCaseSensitive(r, "id"),
+                              d->id);
+        if (!cohort || d->id[0] == '\0') {
+            continue;
+        }
+        pc = malloc(sizeof(*pc));
+        if (pc == NULL) {
+            d->rc = RF_ENOMEM;
+            d->error = NULL;
+            continue;
+        }
+        pc->w = w;
+        pc->d = d;
+        w->pending++;
+        if (rf_engine_call_value(s->e, ts->tenant, "cohort", r, d->id,
+                                 on_hook_done, pc) != 0) {
+            d->rc = RF_ENOMEM;
+            free(pc);
+            w->pending--;
+        }
+    }
+    decided(w);
+}
+
+static struct work *work_new(struct tsync *ts, const char *module)
+{
+    struct work *w = calloc(1, sizeof(*w));
+
+    if (w != NULL) {
+        w->ts = ts;
+        snprintf(w->module, sizeof(w->module), "%s", module);
+    }
+    return w;
+}
+
+/* --- polling ------------------------------------------------------------ */
+
+struct poll_ctx {
+    struct tsync *ts;
+    char module[64];
+};
+
+static void on_batch(struct rf_zoho_batch *b, void *arg)
+{
+    struct poll_ctx *pc = arg;
+    struct work *w = work_new(pc->ts, pc->module);
+
+    if (w == NULL) {
+        rf_zoho_batch_done(b, RF_ENOMEM, 0);
+        return;
+    }
+    w->batch = b;
+    w->records = rf_zoho_batch_records(b);
+    start_work(pc->ts, w);
+}
+
+static void schedule(struct tsync *ts, uint64_t ms);
+
+static void on_poll_done(int rc, const char *error,
+                         const struct rf_zoho_poll_stats *st, void *arg)
+{
+    struct poll_ctx *pc = arg;
+    struct tsync *ts = pc->ts;
+
+    ts->polling--;
+    if (rc == 0) {
+        ts->st.polls++;
+        ts->st.last_poll_ms = now_ms();
+        rf_log_debug("sync", RF_F("tenant", ts->tenant, "module", pc->module),
+                     "caught up: %zu records in %zu batches, %u calls",
+                     st->records, st->batches, st->calls);
+    } else if (rc != RF_ESTOPPING) {
+        ts->st.poll_failures++;
+        snprintf(ts->st.last_error, sizeof(ts->st.last_error), "%s: %s",
+                 pc->module, error ? error : rf_strerror(rc));
+        rf_log_warn("sync", RF_F("tenant", ts->tenant, "module", pc->module),
+                    "poll failed: %s", error ? error : rf_strerror(rc));
+    }
+    free(pc);
+    if (ts->polling == 0 && !ts->s->stopping && !ts->gone) {
+        const struct rf_tenant_zoho *zs = zoho_settings(ts->s, ts->tenant);
+
+        schedule(ts, zs ? (uint64_t)zs->poll_every_s * 1000 : 0);
+    }
+}
+
+static void poll_all(struct tsync *ts)
+{
+    struct rf_sync *s = ts->s;
+    const struct rf_tenant_zoho *zs = zoho_settings(s, ts->tenant);
+    struct rf_zoho *z = rf_engine_zoho(s->e, ts->tenant);
+
+    if (zs == NULL || z == NULL || ts->polling > 0) {
+        return;
+    }
+    for (size_t i = 0; i < zs->nmodules; i++) {
+        struct poll_ctx *pc = calloc(1, sizeof(*pc));
+        struct rf_zoho_poll_opts o = {0};
+        int rc;
+
+        if (pc == NULL) {
+            break;
+        }
+        pc->ts = ts;
+        snprintf(pc->module, sizeof(pc->module), "%s", zs->modules[i].name);
+        o.module = zs->modules[i].name;
+        o.fields = zs->modules[i].fields;
+        o.on_batch = on_batch;
+        o.on_done = on_poll_done;
+        o.arg = pc;
+        ts->polling++;
+        rc = rf_zoho_poll(z, &o);
+        if (rc != 0) {
+            ts->polling--;
+            free(pc);
+            if (rc != RF_EBUSY) {
+                ts->st.poll_failures++;
+                snprintf(ts->st.last_error, sizeof(ts->st.last_error),
+                         "%s: cannot poll: %s", zs->modules[i].name,
+                         rf_strerror(rc));
+            }
+        }
+    }
+    if (ts->polling == 0) {
+        schedule(ts, (uint64_t)zs->poll_every_s * 1000);
+    }
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    poll_all(t->data);
+}
+
+static void schedule(struct tsync *ts, uint64_t ms)
+{
+    if (!ts->closing && ms > 0) {
+        uv_timer_start(&ts->timer, on_timer, ms, 0);
+    }
+}
+
+/* --- notifications and retries: fetching records by id ------------------ */
+
+struct fetch {
+    struct tsync *ts;
+    char module[64];
+    int retry;
+    rf_engine_done_cb done;
+    void *done_arg;
+};
+
+static void finish_native(struct tsync *ts, rf_engine_done_cb done,
+                          void *arg, int rc, const char *error)
+{
+    const struct rf_tenant *t =
+        ts ? rf_engine_tenant(ts->s->e, ts->tenant) : NULL;
+    struct rf_hook_result res = {rc, error, "null", t ? t->version : "",
+                                 NULL};
+
+    if (done != NULL) {
+        done(&res, arg);
+    }
+}
+
+static void on_fetched(const struct rf_zoho_result *res, void *arg)
+{
+    struct fetch *f = arg;
+    struct work *w;
+    cJSON *data;
+
+    if (res->rc != 0) {
+        rf_log_warn("sync", RF_F("tenant", f->ts->tenant, "module",
+                                 f->module),
+                    "cannot fetch records: %s", res->error);
+        finish_native(f->ts, f->done, f->done_arg, res->rc, res->error);
+        free(f);
+        return;
+    }
+    w = work_new(f->ts, f->module);
+    data = res->json ? cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(
+                                           res->json, "data"),
+                                       1)
+                     : cJSON_CreateArray();
+    if (w == NULL || data == NULL || !cJSON_IsArray(data)) {
+        cJSON_Delete(data);
+        free(w);
+        finish_native(f->ts, f->done, f->done_arg, RF_ENOMEM, "out of memory");
+        free(f);
+        return;
+    }
+    w->owned = data;
+    w->records = data;
+    w->retry = f->retry;
+    w->done = f->done;
+    w->done_arg = f->done_arg;
+    free(f);
+    start_work(w->ts, w);
+}
+
+/* Fetches up to 100 records by id (comma-separated) and runs them. */
+static int fetch(struct tsync *ts, const char *module, const char *ids,
+                 int retry, rf_engine_done_cb done, void *done_arg)
+{
+    const struct rf_tenant_zoho *zs = zoho_settings(ts->s, ts->tenant);
+    struct rf_zoho *z = rf_engine_zoho(ts->s->e, ts->tenant);
+    const char *fields = NULL;
+    struct fetch *f;
+    int rc;
+
+    for (size_t i = 0; zs && i < zs->nmodules; i++) {
+        if (strcmp(zs->modules[i].name, module) == 0) {
+            fields = zs->modules[i].fields;
+        }
+    }
+    if (z == NULL || fields == NULL) {
+        return RF_ENOTFOUND;
+    }
+    f = calloc(1, sizeof(*f));
+    if (f == NULL) {
+        return RF_ENOMEM;
+    }
+    f->ts = ts;
+    snprintf(f->module, sizeof(f->module), "%s", module);
+    f->retry = retry;
+    f->done = done;
+    f->done_arg = done_arg;
+    {
+        const char *q[] = {"ids", ids, "fields", fields, NULL};
+        struct rf_zoho_request rq = {.method = "GET", .path = module,
+                                     .query = q};
+
+        rc = rf_zoho_request(z, &rq, on_fetched, f);
+    }
+    if (rc != 0) {
+        free(f);
+    }
+    return rc;
+}
+
+/* The native hook for a stored notification: {"json": {"module", "ids",
+ * "operation", ...}, ...}. */
+static void on_notify(struct rf_engine *e, const char *tenant,
+                      const cJSON *input, const char *event,
+                      rf_engine_done_cb done, void *done_arg, void *arg)
+{
+    struct rf_sync *s = arg;
+    struct tsync *ts = find(s, tenant);
+    const cJSON *body = cJSON_GetObjectItemCaseSensitive(input, "json");
+    const cJSON *module = cJSON_GetObjectItemCaseSensitive(body, "module");
+    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(body, "ids");
+    const cJSON *op = cJSON_GetObjectItemCaseSensitive(body, "operation");
+    char list[FETCH_MAX * (RF_ZOHO_ID_MAX + 1)];
+    size_t len = 0, n = 0;
+    int rc;
+
+    (void)e;
+    (void)event;
+    if (ts == NULL || ts->gone) {
+        finish_native(ts, done, done_arg, RF_ENOTFOUND,
+                      "the tenant has no Zoho sync");
+        return;
+    }
+    ts->st.notifications++;
+    if (!cJSON_IsString(module) || !cJSON_IsArray(ids)) {
+        finish_native(ts, done, done_arg, RF_EINVAL,
+                      "a notification names a module and ids");
+        return;
+    }
+    if (cJSON_IsString(op) && strcmp(op->valuestring, "delete") == 0) {
+        finish_native(ts, done, done_arg, 0, NULL); /* nothing to fetch */
+        return;
+    }
+    list[0] = '\0';
+    for (const cJSON *i = ids->child; i && n < FETCH_MAX; i = i->next) {
+        char id[RF_ZOHO_ID_MAX];
+
+        if (rf_zoho_json_id(i, id) == 0) {
+            len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%s",
+                                    n ? "," : "", id);
+            n++;
+        }
+    }
+    if (n == 0) {
+        finish_native(ts, done, done_arg, 0, NULL);
+        return;
+    }
+    /* More than 100 ids in one callback: the rest are left to the poll,
+     * which catches every change anyway. */
+    rc = fetch(ts, module->valuestring, list, 0, done, done_arg);
+    if (rc == RF_ENOTFOUND) {
+        finish_native(ts, done, done_arg, 0, NULL); /* a module not synced */
+    } else if (rc != 0) {
+        finish_native(ts, done, done_arg, rc, rf_strerror(rc));
+    }
+}
+
+/* Reruns the records on the tenant's retry list that failed under another
+ * script version than the current one. */
+static void rerun_failed(struct tsync *ts)
+{
+    struct rf_sync *s = ts->s;
+    const struct rf_tenant *t = rf_engine_tenant(s->e, ts->tenant);
+    unsigned char prefix[NAME_MAX_];
+    size_t plen;
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    char module[64] = "", list[FETCH_MAX * (RF_ZOHO_ID_MAX + 1)];
+    size_t len = 0, n = 0, scanned = 0;
+    int mrc;
+
+    if (t == NULL || rf_store_read_begin(s->store, &txn) != 0) {
+        return;
+    }
+    plen = (size_t)snprintf((char *)prefix, sizeof(prefix), "%s%cretry%c",
+                            ts->tenant, 0, 0);
+    if (mdb_cursor_open(txn, rf_store_dbi(s->store, RF_DB_ZOHO), &cur) != 0) {
+        rf_store_read_end(s->store, txn);
+        return;
+    }
+    k.mv_size = plen;
+    k.mv_data = prefix;
+    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+         mrc == 0 && scanned < RETRY_SCAN_MAX;
+         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), scanned++) {
+        const char *mod, *id;
+        cJSON *o;
+        const cJSON *ver;
+        int same;
+
+        if (k.mv_size <= plen || memcmp(k.mv_data, prefix, plen) != 0) {
+            break;
+        }
+        mod = (const char *)k.mv_data + plen;
+        id = memchr(mod, 0, k.mv_size - plen);
+        if (id == NULL) {
+            continue;
+        }
+        id++;
+        o = cJSON_ParseWithLength(v.mv_data, v.mv_size);
+        ver = cJSON_GetObjectItemCaseSensitive(o, "version");
+        same = cJSON_IsString(ver) && strcmp(ver->valuestring, t->version) == 0;
+        cJSON_Delete(o);
+        if (same) {
+            continue; /* failed under this very version: wait for a fix */
+        }
+        if ((n == FETCH_MAX || strcmp(module, mod) != 0) && n > 0) {
+            (void)fetch(ts, module, list, 1, NULL, NULL);
+            n = len = 0;
+        }
+        snprintf(module, sizeof(module), "%s", mod);
+        len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%.*s",
+                                n ? "," : "",
+                                (int)((const char *)k.mv_data + k.mv_size -
+                                      id),
+                                id);
+        n++;
+    }
+    if (n > 0) {
+        (void)fetch(ts, module, list, 1, NULL, NULL);
+    }
+    mdb_cursor_close(cur);
+    rf_store_read_end(s->store, txn);
+}
+
+/* --- the Watch channel -------------------------------------------------- */
+
+static void on_subscribed(const struct rf_zoho_result *res, void *arg)
+{
+    struct tsync *ts = arg;
+
+    if (res->rc != 0 && res->rc != RF_ESTOPPING) {
+        snprintf(ts->st.last_error, sizeof(ts->st.last_error),
+                 "watch: %s", res->error ? res->error : rf_strerror(res->rc));
+        rf_log_warn("sync", RF_F("tenant", ts->tenant),
+                    "cannot subscribe the notification channel: %s; the "
+                    "poll carries on alone",
+                    res->error ? res->error : rf_strerror(res->rc));
+    }
+}
+
+/* Subscribes the tenant's channel unless Zoho already has it (the
+ * connector renews it from then on). A channel whose settings changed is
+ * subscribed again, which replaces it. */
+static void follow_channel(struct tsync *ts, const struct rf_tenant_zoho *zs)
+{
+    struct rf_zoho *z = rf_engine_zoho(ts->s->e, ts->tenant);
+    struct rf_zoho_channel ch = {0};
+    int64_t expiry;
+
+    if (z == NULL || zs->notify_url == NULL) {
+        return;
+    }
+    if (rf_zoho_watch_expiry(z, zs->channel_id, &expiry) == 0 &&
+        strcmp(ts->channel, zs->connection) == 0) {
+        return;
+    }
+    ch.channel_id = zs->channel_id;
+    ch.events = (const char *const *)zs->events;
+    ch.n_events = zs->nevents;
+    ch.notify_url = zs->notify_url;
+    ch.token = zs->notify_token;
+    if (rf_zoho_watch_start(z, &ch, on_subscribed, ts) == 0) {
+        memcpy(ts->channel, zs->connection, sizeof(ts->channel));
+    }
+}
+
+/* --- tenants ------------------------------------------------------------ */
+
+static void on_tsync_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void tsync_close(struct tsync *ts)
+{
+    ts->closing = 1;
+    uv_timer_stop(&ts->timer);
+    uv_close((uv_handle_t *)&ts->timer, on_tsync_closed);
+}
+
+static void follow(const char *tenant, void *arg)
+{
+    struct rf_sync *s = arg;
+    const struct rf_tenant_zoho *zs = zoho_settings(s, tenant);
+    struct tsync *ts = find(s, tenant);
+
+    if (zs == NULL || zs->nmodules == 0) {
+        if (ts) {
+            ts->gone = 1;
+            uv_timer_stop(&ts->timer);
+        }
+        return;
+    }
+    if (ts == NULL) {
+        ts = calloc(1, sizeof(*ts));
+        if (ts == NULL) {
+            return;
+        }
+        ts->s = s;
+        snprintf(ts->tenant, sizeof(ts->tenant), "%s", tenant);
+        snprintf(ts->st.tenant, sizeof(ts->st.tenant), "%s", tenant);
+        uv_timer_init(s->loop, &ts->timer);
+        ts->timer.data = ts;
+        ts->next = s->tenants;
+        s->tenants = ts;
+    }
+    ts->gone = 0;
+    if (ts->polling == 0) {
+        schedule(ts, FIRST_POLL_MS);
+    }
+    follow_channel(ts, zs);
+    rerun_failed(ts);
+}
+
+static void refresh_stats(uv_timer_t *timer)
+{
+    struct rf_sync *s = timer->data;
+    size_t n = 0, i = 0;
+    struct rf_sync_tenant_stats *snap;
+
+    for (struct tsync *ts = s->tenants; ts; ts = ts->next) {
+        n++;
+    }
+    snap = calloc(n ? n : 1, sizeof(*snap));
+    if (snap == NULL) {
+        return;
+    }
+    for (struct tsync *ts = s->tenants; ts; ts = ts->next, i++) {
+        struct rf_zoho *z = rf_engine_zoho(s->e, ts->tenant);
+
+        if (z != NULL) {
+            struct rf_zoho_stats zs;
+
+            rf_zoho_stats(z, &zs);
+            ts->st.credits_used = zs.credits_used;
+            ts->st.credits_budget = zs.credits_budget;
+            ts->st.concurrency = zs.concurrency;
+        }
+        snap[i] = ts->st;
+    }
+    pthread_mutex_lock(&s->mu);
+    free(s->snap);
+    s->snap = snap;
+    s->nsnap = n;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void *rf_sync_start(struct rf_engine *e, uv_loop_t *loop, void *arg)
+{
+    struct rf_sync *s = calloc(1, sizeof(*s));
+
+    (void)arg;
+    if (s == NULL) {
+        return NULL;
+    }
+    s->e = e;
+    s->loop = loop;
+    s->store = rf_engine_store(e);
+    s->writer = rf_engine_writer(e);
+    pthread_mutex_init(&s->mu, NULL);
+    uv_timer_init(loop, &s->stats_timer);
+    s->stats_timer.data = s;
+    uv_timer_start(&s->stats_timer, refresh_stats, STATS_MS, STATS_MS);
+    uv_unref((uv_handle_t *)&s->stats_timer);
+    if (s->store == NULL || s->writer == NULL ||
+        rf_engine_native(e, RF_SYNC_NOTIFY_HOOK, on_notify, s) != 0) {
+        rf_log_error("sync", RF_NOF, "the Zoho sync cannot start");
+        return s;
+    }
+    rf_engine_each(e, follow, s);
+    return s;
+}
+
+void rf_sync_reloaded(void *sync, const char *tenant)
+{
+    struct rf_sync *s = sync;
+
+    if (s == NULL || s->store == NULL || s->writer == NULL) {
+        return;
+    }
+    if (tenant == NULL) {
+        rf_engine_each(s->e, follow, s);
+    } else {
+        follow(tenant, s);
+    }
+}
+
+void rf_sync_poll_now(struct rf_sync *s, const char *tenant)
+{
+    struct tsync *ts = find(s, tenant);
+
+    if (ts != NULL && !ts->gone) {
+        poll_all(ts);
+    }
+}
+
+size_t rf_sync_stats(struct rf_sync *s, struct rf_sync_tenant_stats *out,
+                     size_t max)
+{
+    size_t n;
+
+    pthread_mutex_lock(&s->mu);
+    n = s->nsnap;
+    if (out != NULL) {
+        memcpy(out, s->snap, (n < max ? n : max) * sizeof(*out));
+    }
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+static void on_stats_closed(uv_handle_t *h)
+{
+    struct rf_sync *s = h->data;
+
+    pthread_mutex_destroy(&s->mu);
+    free(s->snap);
+    free(s);
+}
+
+void rf_sync_stop(void *sync)
+{
+    struct rf_sync *s = sync;
+    struct tsync *ts, *next;
+
+    if (s == NULL) {
+        return;
+    }
+    s->stopping = 1;
+    for (ts = s->tenants; ts; ts = next) {
+        next = ts->next;
+        tsync_close(ts);
+    }
+    s->tenants = NULL;
+    uv_timer_stop(&s->stats_timer);
+    uv_close((uv_handle_t *)&s->stats_timer, on_stats_closed);
+}
