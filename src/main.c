@@ -26,21 +26,28 @@ static const struct command commands[] = {
      "referee run [--config FILE] [--listen HOST:PORT] [--data DIR]\n"
      "            [--tenants DIR]\n\n"
      "Starts the daemon. The config file is Lua returning a table of\n"
-     "settings (see docs/operations.md); the flags override it. SIGINT or\n"
-     "SIGTERM stop it gracefully; SIGHUP reloads the tenants.\n",
+     "settings (see docs/operations.md); the flags override it. HOST is a\n"
+     "dotted-quad IPv4 address (127.0.0.1, 0.0.0.0); port 0 picks a free\n"
+     "one. SIGINT or SIGTERM stop it gracefully; SIGHUP reloads the\n"
+     "tenants (one whose new files fail keeps its previous version).\n",
      cmd_run},
     {"events", "list stored webhook events",
      "referee events list --data DIR --tenant ID [--since EVENT_ID]\n\n"
      "Prints the tenant's stored events as JSON lines, oldest first: id,\n"
-     "received, source, headers, body (body_base64 when not UTF-8). Opens\n"
+     "received, source, headers, body (body_base64 when not UTF-8) and the\n"
+     "hook's outcome. --since lists only events after EVENT_ID (not that\n"
+     "one). A tenant without events prints nothing and exits 0. Opens\n"
      "the store read-only, so it works while the daemon runs.\n",
      rf_cli_events},
     {"check", "load a tenant's script and check its settings",
      "referee check TENANT_DIR [--plugins DIR]...\n\n"
      "Loads TENANT_DIR/tenant.lua in a fresh sandbox, checks its settings\n"
      "and hooks and resolves its plugins (default --plugins\n"
-     "scripts/plugins). Prints 'ok: ...' and exits 0, or prints the\n"
-     "problem as file:line: cause and exits 1. Calls nothing external.\n",
+     "scripts/plugins). The folder's name is the tenant id and must be one\n"
+     "(a-z, 0-9, - and _); limits are checked against the default caps\n"
+     "(1000 ms, 256 MiB). Prints 'ok: ...' with the hooks (source hooks\n"
+     "with their source) and exits 0, or prints the problem as\n"
+     "file:line: cause and exits 1. Calls nothing external.\n",
      rf_cli_check},
     {"call", "run one hook of a tenant by hand",
      "referee call TENANT_DIR HOOK INPUT.json [--data DIR]\n"
@@ -147,7 +154,8 @@ static int run_flags(int argc, char **argv, struct rf_config *cfg)
             continue;
         } else if ((v = rf_cli_option(argc, argv, &i, "listen", &bad))) {
             if (rf_config_split_listen(v, host, sizeof(host), &port) != 0) {
-                return rf_cli_usage_error("run", "--listen takes HOST:PORT");
+                return rf_cli_usage_error("run", "--listen: %s, got '%s'",
+                                          RF_CONFIG_LISTEN_HELP, v);
             }
             rc = rf_config_set_string(&cfg->listen, v);
         } else if ((v = rf_cli_option(argc, argv, &i, "data", &bad))) {

@@ -32,6 +32,8 @@ struct rf_config {
     size_t script_mem;     /* default memory cap per tenant, bytes */
     unsigned script_cpu_ms; /* default CPU budget per hook call */
     unsigned script_wall_ms; /* longest a hook call may wait */
+    size_t script_mem_max;  /* most memory a tenant may ask for, bytes */
+    unsigned script_cpu_ms_max; /* most CPU budget a tenant may ask for */
     char *ca_file;         /* extra CAs for scripts' http.request */
 };
 
@@ -48,8 +50,15 @@ int rf_config_load(struct rf_config *cfg, const char *path, char *err,
 /* Frees what cfg owns. */
 void rf_config_cleanup(struct rf_config *cfg);
 
-/* Splits "host:port" into host (at most hostlen bytes) and port. Returns 0
- * or RF_EINVAL. */
+/* What `listen` accepts, for error messages. */
+#define RF_CONFIG_LISTEN_HELP                                                  \
+    "expected \"A.B.C.D:PORT\": a dotted-quad IPv4 address and a port "       \
+    "0-65535 (host names such as localhost, short forms such as 127.1 and "   \
+    "IPv6 are not supported)"
+
+/* Splits "A.B.C.D:PORT" into host (at most hostlen bytes) and port. Only
+ * what the listener can bind is accepted: a dotted-quad IPv4 address and a
+ * decimal port up to 65535. Returns 0 or RF_EINVAL. */
 int rf_config_split_listen(const char *listen, char *host, size_t hostlen,
                            unsigned *port);
 

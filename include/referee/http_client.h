@@ -27,8 +27,22 @@ struct rf_http_allow {
     int private_ok;
 };
 
+#define RF_HTTP_METHOD_MAX 16
+
+/* Whether m (len bytes) is a method we send: 1 to RF_HTTP_METHOD_MAX
+ * upper-case ASCII letters (GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS,
+ * ...). */
+int rf_http_method_valid(const char *m, size_t len);
+
+/* Whether s (len bytes) is an RFC 9110 token, as a header name must be. */
+int rf_http_token(const char *s, size_t len);
+
+/* Whether u (len bytes) may be a URL we send: not empty, no byte below
+ * 0x21, no DEL and no NUL. */
+int rf_http_url_text_valid(const char *u, size_t len);
+
 struct rf_http_call {
-    const char *method;  /* GET, POST, PUT, PATCH, DELETE, HEAD */
+    const char *method;  /* see rf_http_method_valid() */
     const char *url;
     const char *const *headers; /* "Name: value", NULL-terminated; or NULL */
     const char *body;
@@ -63,9 +77,11 @@ struct rf_http_client *rf_http_client_new(uv_loop_t *loop,
                                           const char *ca_file);
 
 /* Starts a request; `done` is called exactly once, possibly before this
- * returns when the call is refused before any I/O (bad URL, host not
- * allowed). `call` is copied. Returns 0 or RF_ENOMEM (then `done` is not
- * called). */
+ * returns when the call is refused before any I/O with RF_EDENIED (bad
+ * URL, host not allowed, or a method, URL or header that could inject
+ * request text: see the validators above; header lines must be
+ * "token: value" without CR, LF or NUL). `call` is copied. Returns 0 or
+ * RF_ENOMEM (then `done` is not called). */
 int rf_http_client_request(struct rf_http_client *c,
                            const struct rf_http_call *call,
                            rf_http_done_cb done, void *arg);

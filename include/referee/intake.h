@@ -1,6 +1,9 @@
 /* Webhook intake: POST /t/{tenant}/hooks/{source}. Checks the source's
- * signature and body, then commits the event (de-duplicated by delivery
- * id) before answering 202, or 200 with the first event's id for a repeat.
+ * signature and body (for a JSON source: strict RFC 8259 JSON in strict
+ * UTF-8, nested at most RF_API_JSON_DEPTH_MAX deep, so that every stored
+ * body can be decoded for its hook), then commits the event (de-duplicated
+ * by delivery id) before answering 202, or 200 with the first event's id
+ * for a repeat.
  */
 #ifndef REFEREE_INTAKE_H
 #define REFEREE_INTAKE_H

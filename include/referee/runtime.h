@@ -25,7 +25,8 @@ struct rf_runtime;
 
 /* Work that lives on the script thread beside the engine (the Zoho sync):
  * `start` runs there once the tenants are loaded and returns its state;
- * `reloaded` after a tenant (NULL: every tenant) loaded a new version;
+ * `reloaded` after a tenant (NULL: every tenant) loaded a new version or
+ * was unloaded because its folder is gone;
  * `stop` before the engine is freed. Any may be NULL. */
 struct rf_runtime_part {
     void *(*start)(struct rf_engine *e, uv_loop_t *loop, void *arg);
@@ -59,7 +60,8 @@ int rf_runtime_call(struct rf_runtime *rt, const char *tenant,
 
 /* Reloads one tenant (or all when `tenant` is NULL) from its folder on the
  * script thread; `reply` gets rc 0 when the new version is in place, or the
- * load error (the old version keeps serving). `reply` may be NULL. */
+ * load error (the old version keeps serving). A tenant whose folder is
+ * gone is unloaded (rc 0). `reply` may be NULL. */
 int rf_runtime_reload(struct rf_runtime *rt, const char *tenant,
                       rf_runtime_reply_cb reply, void *arg);
 

@@ -22,9 +22,15 @@ int rf_api_open_log(lua_State *L);
 /* Sets the globals json, crypto, time and log. */
 void rf_api_open_sync(lua_State *L);
 
-/* Sets the globals whose functions wait (http, store). They work only
- * inside a hook call run by the engine (engine.h). */
+/* Sets the globals whose functions wait (http, store, crm). They work
+ * only inside a hook call run by the engine (engine.h). */
 void rf_api_open_async(lua_State *L);
+
+/* Records the module table in global `name` (if it is one) where Lua's
+ * argument errors and tracebacks look up function names, so that they say
+ * "bad argument #1 to 'crypto.random_token'" rather than "to '?'". The
+ * openers above call it for every module they set. */
+void rf_api_publish(lua_State *L, const char *name);
 
 /* Sets the tenant, hook and event that log lines of this state carry.
  * Strings are copied into the state. Any may be NULL. */
@@ -40,6 +46,12 @@ cJSON *rf_api_to_json(lua_State *L, int idx, char *err, size_t errlen);
  * metatable, null becomes json.null). Returns 0, or -1 when the stack or
  * memory runs out (then nothing is pushed). */
 int rf_api_push_json(lua_State *L, const cJSON *v);
+
+/* How deep arrays and objects may nest in JSON that scripts get: deeper
+ * values cannot be encoded by json.encode (100 levels), so intake refuses
+ * webhook bodies nested deeper than this, and a stored body wrapped in its
+ * event stays within what the parser below accepts. */
+#define RF_API_JSON_DEPTH_MAX 100
 
 /* Parses JSON text strictly (one value, only whitespace after it), with
  * integers of more than 15 digits kept as strings so ids never lose

@@ -8,6 +8,10 @@
  * surrogates, nothing above U+10FFFF, and no NUL bytes. */
 int rf_utf8_valid(const char *s, size_t n);
 
+/* Length of the well-formed UTF-8 sequence starting at s (looking at most
+ * n bytes), or 0 when none starts there (a NUL byte included). */
+size_t rf_utf8_seq_len(const char *s, size_t n);
+
 /* Copies s[0..n) into out (NUL-terminated, at most outlen bytes including
  * the NUL), replacing each byte that does not start a well-formed sequence
  * with U+FFFD. Returns the bytes written, without the NUL. */

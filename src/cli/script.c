@@ -46,7 +46,8 @@ static int parse(const char *cmd, int argc, char **argv, int npos,
         } else if (npos == 3 &&
                    (v = rf_cli_option(argc, argv, &i, "ca-file", &bad))) {
             a->ca_file = v;
-        } else if (bad || argv[i][0] == '-') {
+        } else if (bad || (argv[i][0] == '-' && argv[i][1] != '\0')) {
+            /* A lone "-" is an argument: the input on stdin. */
             return rf_cli_usage_error(cmd, "%s '%s'",
                                       bad ? "missing value for"
                                           : "unknown option",
@@ -68,8 +69,9 @@ static int parse(const char *cmd, int argc, char **argv, int npos,
     return 0;
 }
 
-/* The tenant id is the folder's name. */
-static void tenant_id(const char *dir, char *out, size_t n)
+/* The tenant id is the folder's name. Returns 0, or -1 after printing to
+ * `f` why the folder's name is not a tenant id the daemon would load. */
+static int tenant_id(FILE *f, const char *dir, char *out, size_t n)
 {
     char copy[4096];
 
@@ -78,6 +80,35 @@ static void tenant_id(const char *dir, char *out, size_t n)
         copy[strlen(copy) - 1] = '\0';
     }
     snprintf(out, n, "%s", basename(copy));
+    if (!rf_tenant_id_valid(out, strlen(out))) {
+        fprintf(f, "%s: the folder name '%s' is not a valid tenant id: "
+                   "use a-z, 0-9, - and _ (not first), at most %d bytes; "
+                   "the daemon ignores such a folder\n",
+                dir, out, RF_TENANT_ID_MAX);
+        return -1;
+    }
+    return 0;
+}
+
+/* Prints the hooks the tenant defines: the CRM hooks, then each source's
+ * hook with its source. */
+static void print_hooks(const struct rf_tenant *t)
+{
+    int any = 0;
+
+    printf("hooks:");
+    for (int h = 0; h < RF_HOOK_COUNT; h++) {
+        if (t->hooks & (1u << h)) {
+            printf("%s %s", any++ ? "," : "", rf_hook_name((enum rf_hook)h));
+        }
+    }
+    for (size_t i = 0; i < t->nsources; i++) {
+        if (t->sources[i].hook) {
+            printf("%s %s (source %s)", any++ ? "," : "",
+                   t->sources[i].hook, t->sources[i].name);
+        }
+    }
+    printf("%s\n", any ? "" : " none");
 }
 
 int rf_cli_check(int argc, char **argv)
@@ -91,21 +122,18 @@ int rf_cli_check(int argc, char **argv)
     if (rc != 0) {
         return rc;
     }
+    if (tenant_id(stdout, a.dir, id, sizeof(id)) != 0) {
+        return 1;
+    }
     env.plugin_path = a.plugins;
-    tenant_id(a.dir, id, sizeof(id));
     rc = rf_tenant_load(a.dir, id, &env, &t, NULL, err, sizeof(err));
     if (rc != 0) {
         printf("%s\n", err);
         return 1;
     }
-    printf("ok: tenant %s, version %s, %zu sources, hooks:", t->id,
-           t->version, t->nsources);
-    for (int h = 0; h < RF_HOOK_COUNT; h++) {
-        if (t->hooks & (1u << h)) {
-            printf(" %s", rf_hook_name((enum rf_hook)h));
-        }
-    }
-    printf("%s\n", t->hooks ? "" : " none");
+    printf("ok: tenant %s, version %s, %zu sources, ", t->id, t->version,
+           t->nsources);
+    print_hooks(t);
     rf_tenant_free(t);
     return 0;
 }
@@ -158,13 +186,16 @@ static int run_call(struct script_args *a, struct rf_store *st,
     char id[256], err[4096];
     uv_loop_t loop;
 
+    if (tenant_id(stderr, a->dir, id, sizeof(id)) != 0) {
+        return 1;
+    }
     uv_loop_init(&loop);
     o.loop = &loop;
     o.store = st;
     o.env.plugin_path = a->plugins;
     o.ca_file = a->ca_file;
+    o.quiet_failures = 1; /* on_done prints the error */
     e = rf_engine_new(&o);
-    tenant_id(a->dir, id, sizeof(id));
     if (e == NULL) {
         out.rc = RF_ENOMEM;
     } else if (rf_engine_load(e, a->dir, id, err, sizeof(err)) != 0) {

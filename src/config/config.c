@@ -3,7 +3,9 @@
 #include "referee/error.h"
 #include "referee/reader.h"
 #include "referee/sandbox.h"
+#include "referee/tenant.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,8 +15,9 @@
 static const char *const top_keys[] = {"listen", "data",   "tenants",
                                        "log",    "limits", "store",
                                        "intake", "plugins", "scripts", NULL};
-static const char *const script_keys[] = {"memory_mb", "cpu_ms", "wall_ms",
-                                          "ca_file", NULL};
+static const char *const script_keys[] = {
+    "memory_mb", "cpu_ms", "wall_ms", "ca_file", "memory_mb_max",
+    "cpu_ms_max", NULL};
 static const char *const log_keys[] = {"level", "format", NULL};
 static const char *const limit_keys[] = {
     "header_max",      "body_max",          "header_timeout_ms",
@@ -49,6 +52,8 @@ int rf_config_defaults(struct rf_config *cfg)
     cfg->sig_tolerance_s = 300;
     cfg->script_mem = (size_t)32 << 20;
     cfg->script_cpu_ms = 50;
+    cfg->script_mem_max = (size_t)RF_TENANT_MEM_MB_CAP << 20;
+    cfg->script_cpu_ms_max = RF_TENANT_CPU_MS_CAP;
     cfg->script_wall_ms = 30000;
     if (rf_config_set_string(&cfg->plugins[0], "scripts/plugins") ||
         rf_config_set_string(&cfg->listen, "127.0.0.1:8080") ||
@@ -76,21 +81,32 @@ void rf_config_cleanup(struct rf_config *cfg)
 int rf_config_split_listen(const char *listen, char *host, size_t hostlen,
                            unsigned *port)
 {
-    const char *colon = strrchr(listen, ':');
-    unsigned long p;
-    char *end;
+    const char *colon = strrchr(listen, ':'), *p;
+    struct in_addr addr;
+    unsigned long v = 0;
+    size_t hlen;
 
-    if (colon == NULL || colon == listen ||
-        (size_t)(colon - listen) >= hostlen) {
+    if (colon == NULL) {
         return RF_EINVAL;
     }
-    p = strtoul(colon + 1, &end, 10);
-    if (*end != '\0' || end == colon + 1 || p > 65535) {
+    hlen = (size_t)(colon - listen);
+    if (hlen == 0 || hlen >= hostlen) {
         return RF_EINVAL;
     }
-    memcpy(host, listen, (size_t)(colon - listen));
-    host[colon - listen] = '\0';
-    *port = (unsigned)p;
+    memcpy(host, listen, hlen);
+    host[hlen] = '\0';
+    /* Only what the listener binds: dotted-quad IPv4 (inet_pton refuses
+     * names, IPv6, "127.1" and leading zeros alike). */
+    if (inet_pton(AF_INET, host, &addr) != 1) {
+        return RF_EINVAL;
+    }
+    for (p = colon + 1; *p >= '0' && *p <= '9' && p - colon <= 5; p++) {
+        v = v * 10 + (unsigned long)(*p - '0');
+    }
+    if (p == colon + 1 || *p != '\0' || v > 65535) {
+        return RF_EINVAL;
+    }
+    *port = (unsigned)v;
     return 0;
 }
 
@@ -222,10 +238,39 @@ static int read_intake(struct rf_reader *r, struct rf_config *cfg)
     return rc;
 }
 
+/* The defaults a tenant gets must be within what it may ask for; blames
+ * the default when the file sets it, else the cap. */
+static int check_caps(struct rf_reader *r, const struct rf_config *cfg)
+{
+    int own_cpu = rf_reader_get(r->L, -1, "cpu_ms") != LUA_TNIL;
+    int own_mem;
+
+    lua_pop(r->L, 1);
+    own_mem = rf_reader_get(r->L, -1, "memory_mb") != LUA_TNIL;
+    lua_pop(r->L, 1);
+    if (cfg->script_cpu_ms > cfg->script_cpu_ms_max) {
+        return rf_reader_fail(
+            r, own_cpu ? "scripts.cpu_ms" : "scripts.cpu_ms_max",
+            "the default budget scripts.cpu_ms (%u) is over the cap "
+            "scripts.cpu_ms_max (%u)",
+            cfg->script_cpu_ms, cfg->script_cpu_ms_max);
+    }
+    if (cfg->script_mem > cfg->script_mem_max) {
+        return rf_reader_fail(
+            r, own_mem ? "scripts.memory_mb" : "scripts.memory_mb_max",
+            "the default scripts.memory_mb (%zu) is over the cap "
+            "scripts.memory_mb_max (%zu)",
+            cfg->script_mem >> 20, cfg->script_mem_max >> 20);
+    }
+    return 0;
+}
+
 static int read_scripts(struct rf_reader *r, struct rf_config *cfg)
 {
     unsigned long long mb = cfg->script_mem >> 20, cpu = cfg->script_cpu_ms;
     unsigned long long wall = cfg->script_wall_ms;
+    unsigned long long mb_max = cfg->script_mem_max >> 20;
+    unsigned long long cpu_max = cfg->script_cpu_ms_max;
     int rc = sub_table(r, "scripts");
 
     if (rc <= 0) {
@@ -239,6 +284,14 @@ static int read_scripts(struct rf_reader *r, struct rf_config *cfg)
         rc = rf_reader_uint(r, -1, "scripts", "cpu_ms", 1, 10000, &cpu);
     }
     if (rc == 0) {
+        rc = rf_reader_uint(r, -1, "scripts", "memory_mb_max", 1, 1024,
+                            &mb_max);
+    }
+    if (rc == 0) {
+        rc = rf_reader_uint(r, -1, "scripts", "cpu_ms_max", 1, 10000,
+                            &cpu_max);
+    }
+    if (rc == 0) {
         rc = rf_reader_uint(r, -1, "scripts", "wall_ms", 100, 600000, &wall);
     }
     if (rc == 0) {
@@ -246,7 +299,12 @@ static int read_scripts(struct rf_reader *r, struct rf_config *cfg)
     }
     cfg->script_mem = (size_t)mb << 20;
     cfg->script_cpu_ms = (unsigned)cpu;
+    cfg->script_mem_max = (size_t)mb_max << 20;
+    cfg->script_cpu_ms_max = (unsigned)cpu_max;
     cfg->script_wall_ms = (unsigned)wall;
+    if (rc == 0) {
+        rc = check_caps(r, cfg);
+    }
     lua_pop(r->L, 1);
     return rc;
 }
@@ -303,7 +361,7 @@ static int read_top(struct rf_reader *r, struct rf_config *cfg)
     }
     if (rc == 0 &&
         rf_config_split_listen(cfg->listen, host, sizeof(host), &port)) {
-        rc = rf_reader_fail(r, "listen", "expected \"host:port\", got \"%s\"",
+        rc = rf_reader_fail(r, "listen", RF_CONFIG_LISTEN_HELP ", got \"%s\"",
                             cfg->listen);
     }
     if (rc == 0) {

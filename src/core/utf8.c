@@ -39,6 +39,11 @@ static size_t seq_len(const unsigned char *s, size_t n)
     return len;
 }
 
+size_t rf_utf8_seq_len(const char *s, size_t n)
+{
+    return n > 0 ? seq_len((const unsigned char *)s, n) : 0;
+}
+
 int rf_utf8_valid(const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;

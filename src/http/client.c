@@ -54,6 +54,88 @@ struct request {
     char errbuf[CURL_ERROR_SIZE];
 };
 
+/* --- request text ------------------------------------------------------- */
+
+int rf_http_method_valid(const char *m, size_t len)
+{
+    if (len == 0 || len > RF_HTTP_METHOD_MAX) {
+        return 0;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (m[i] < 'A' || m[i] > 'Z') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int rf_http_token(const char *s, size_t len)
+{
+    if (len == 0) {
+        return 0;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (c == '\0' ||
+            (!isalnum(c) && strchr("!#$%&'*+-.^_`|~", c) == NULL)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int rf_http_url_text_valid(const char *u, size_t len)
+{
+    if (len == 0) {
+        return 0;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)u[i];
+
+        if (c <= 0x20 || c == 0x7f) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Whether a "Name: value" line is one header line and nothing more. */
+static int header_line_valid(const char *h)
+{
+    const char *colon = strchr(h, ':');
+
+    return colon != NULL && rf_http_token(h, (size_t)(colon - h)) &&
+           strpbrk(colon, "\r\n") == NULL;
+}
+
+/* Checks what goes into the request's text. Writes a reason (never the
+ * offending bytes) and returns -1 when something could inject. */
+static int text_valid(const struct rf_http_call *call, char *why, size_t n)
+{
+    if (call->method == NULL ||
+        !rf_http_method_valid(call->method, strlen(call->method))) {
+        snprintf(why, n, "the method is not 1 to %d upper-case letters",
+                 RF_HTTP_METHOD_MAX);
+        return -1;
+    }
+    if (call->url == NULL ||
+        !rf_http_url_text_valid(call->url, strlen(call->url))) {
+        snprintf(why, n, "the URL is empty or has spaces or control "
+                         "characters");
+        return -1;
+    }
+    for (const char *const *h = call->headers; h && *h; h++) {
+        if (!header_line_valid(*h)) {
+            snprintf(why, n, "header line %d is not \"token: value\" "
+                             "without line breaks",
+                     (int)(h - call->headers) + 1);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* --- addresses and the allow-list --------------------------------------- */
 
 static int v4_private(uint32_t a)
@@ -445,7 +527,7 @@ static void refuse(const struct rf_http_call *call, rf_http_done_cb done,
 {
     struct rf_http_result res = {.rc = RF_EDENIED, .error = why, .body = ""};
 
-    rf_log_debug("http", RF_NOF, "refused %s: %s", call->method, why);
+    rf_log_debug("http", RF_NOF, "refused a request: %s", why);
     done(&res, arg);
 }
 
@@ -522,7 +604,9 @@ int rf_http_client_request(struct rf_http_client *c,
     struct request *r;
     char why[200];
 
-    a = allowed(call, why, sizeof(why));
+    a = text_valid(call, why, sizeof(why)) == 0
+            ? allowed(call, why, sizeof(why))
+            : NULL;
     if (a == NULL) {
         refuse(call, done, arg, why);
         return 0;

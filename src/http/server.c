@@ -229,6 +229,16 @@ static void respond_too_big(struct rf_http_req *r)
                           r->srv->lim.body_max);
 }
 
+/* Whether the request line and headers are over limits.header_max. MHD
+ * itself only refuses what overflows the connection's memory pool. */
+static int headers_too_large(const struct rf_http_req *r)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
+        r->mc, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+
+    return ci != NULL && ci->header_size > r->srv->lim.header_max;
+}
+
 /* First call for a request: headers are in. */
 static enum MHD_Result on_first(struct rf_http_server *srv,
                                 struct MHD_Connection *mc, const char *url,
@@ -240,7 +250,15 @@ static enum MHD_Result on_first(struct rf_http_server *srv,
         return MHD_NO; /* out of memory: MHD closes the connection */
     }
     *con_cls = r;
-    srv->app.on_headers(r, srv->app.arg);
+    if (headers_too_large(r)) {
+        rf_http_add_header(r, "Connection", "close");
+        rf_http_respond_error(r, 431, "header_too_large",
+                              "the request line and headers exceed %zu "
+                              "bytes",
+                              srv->lim.header_max);
+    } else {
+        srv->app.on_headers(r, srv->app.arg);
+    }
     if (r->resp == NULL && announced_too_big(r)) {
         respond_too_big(r);
     }
@@ -421,9 +439,11 @@ static void on_poll(uv_poll_t *p, int status, int events)
     run_mhd(p->data);
 }
 
-/* Limitation: answers MHD produces itself (unparseable request, headers
- * over the limit, broken chunking) carry its HTML body, not our JSON error
- * shape; 0.9.75 has no hook to replace them (docs/limitations.md). */
+/* Limitation: answers MHD produces itself (an unparseable request, headers
+ * that overflow the connection's memory pool, broken chunking) carry its
+ * HTML body, not our JSON error shape; 0.9.75 builds them internally and
+ * has no hook to replace them. Headers over header_max that fit the pool
+ * get our JSON 431 (docs/limitations.md). */
 static void mhd_logger(void *cls, const char *fmt, va_list ap)
 {
     char msg[256];
@@ -444,18 +464,20 @@ static struct MHD_Daemon *start_daemon(struct rf_http_server *srv,
     if (mem < 32 * 1024) {
         mem = 32 * 1024;
     }
+    /* The logger goes first, so that MHD reports problems with the other
+     * options through it. */
     return MHD_start_daemon(
         MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO |
             MHD_USE_ERROR_LOG,
-        0, NULL, NULL, on_access, srv, MHD_OPTION_SOCK_ADDR, sa,
+        0, NULL, NULL, on_access, srv, MHD_OPTION_EXTERNAL_LOGGER,
+        mhd_logger, srv, MHD_OPTION_SOCK_ADDR, sa,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, mem, MHD_OPTION_CONNECTION_LIMIT,
         srv->lim.connections_max, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
         srv->lim.connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
         (srv->lim.keepalive_idle_ms + 999) / 1000,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_EXTERNAL_LOGGER,
-        mhd_logger, srv, MHD_OPTION_END);
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_END);
 }
 
 struct rf_http_server *rf_http_server_start(uv_loop_t *loop, const char *host,

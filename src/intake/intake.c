@@ -3,6 +3,7 @@
 #include "referee/intake.h"
 #include "referee/error.h"
 #include "referee/events.h"
+#include "referee/json_check.h"
 #include "referee/log.h"
 #include "referee/script_api.h"
 #include "referee/signature.h"
@@ -99,14 +100,38 @@ static char *kept_headers(struct rf_http_req *req, const struct rf_source *s)
     return out;
 }
 
-/* Parses body as one JSON value with nothing but whitespace after it;
- * integers too long for a double come back as strings, so ids taken from
- * the body keep every digit. */
-static cJSON *parse_json(const char *body, size_t len)
+/* Parses body as one strict JSON value (RFC 8259 in strict UTF-8, nested
+ * at most RF_API_JSON_DEPTH_MAX deep) with the scripts' own parser, so that
+ * every body stored can be decoded for a hook; integers too long for a
+ * double come back as strings, so ids taken from the body keep every
+ * digit. On failure answers 400 (invalid_json or json_too_deep) and
+ * returns NULL. */
+static cJSON *parse_json(struct rf_http_req *req, const char *body,
+                         size_t len)
 {
+    struct rf_json_problem p;
     char err[96];
+    cJSON *v = NULL;
+    int rc = rf_json_check(body, len, RF_API_JSON_DEPTH_MAX, &p);
 
-    return rf_api_parse_json(body, len, err, sizeof(err));
+    if (rc == RF_ELIMIT) {
+        rf_http_respond_error(req, 400, "json_too_deep",
+                              "the body nests arrays and objects deeper "
+                              "than %d levels, the most scripts can decode "
+                              "and encode (byte %zu)",
+                              RF_API_JSON_DEPTH_MAX, p.offset);
+        return NULL;
+    }
+    if (rc == 0) {
+        v = rf_api_parse_json(body, len, err, sizeof(err));
+    }
+    if (v == NULL) {
+        rf_http_respond_error(req, 400, "invalid_json",
+                              "the body is not one valid JSON value (byte "
+                              "%zu: %s)",
+                              p.offset, rc ? p.reason : err);
+    }
+    return v;
 }
 
 /* Follows a dotted path through objects; the leaf must be a string or an
@@ -247,11 +272,9 @@ static int check_body(struct rf_http_req *req, const struct rf_source *s,
     int rc;
 
     if (s->json) {
-        json = parse_json(body, len);
+        json = parse_json(req, body, len);
         if (json == NULL) {
-            rf_http_respond_error(req, 400, "invalid_json",
-                                  "the body is not one valid JSON value");
-            return -1;
+            return -1; /* answered */
         }
     }
     rc = delivery_id(req, s, json, id, idlen);
@@ -365,7 +388,7 @@ static int check_notification(struct rf_http_req *req,
                               const struct rf_tenant_zoho *z,
                               const char *body, size_t len)
 {
-    cJSON *json = parse_json(body, len);
+    cJSON *json = parse_json(req, body, len);
     const cJSON *token = cJSON_GetObjectItemCaseSensitive(json, "token");
     const cJSON *channel = cJSON_GetObjectItemCaseSensitive(json,
                                                             "channel_id");
@@ -374,7 +397,10 @@ static int check_notification(struct rf_http_req *req,
     size_t want = strlen(z->notify_token);
     int ok;
 
-    if (json == NULL || !cJSON_IsObject(json)) {
+    if (json == NULL) {
+        return -1; /* answered */
+    }
+    if (!cJSON_IsObject(json)) {
         cJSON_Delete(json);
         rf_http_respond_error(req, 400, "invalid_json",
                               "the body is not a JSON object");
@@ -401,10 +427,12 @@ static int check_notification(struct rf_http_req *req,
     return 0;
 }
 
-/* The callback as stored: without its token, which is a secret. */
+/* The callback as stored: without its token, which is a secret. The body
+ * passed check_notification(). */
 static char *without_token(const char *body, size_t len)
 {
-    cJSON *json = parse_json(body, len);
+    char err[96];
+    cJSON *json = rf_api_parse_json(body, len, err, sizeof(err));
     char *out;
 
     cJSON_DeleteItemFromObjectCaseSensitive(json, "token");

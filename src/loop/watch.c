@@ -86,6 +86,22 @@ static struct entry *add(struct rf_watch *w, const char *id)
     return e;
 }
 
+/* Watches an entry's folder again: inotify drops the watch of a removed
+ * folder, so one made again under the same name needs a new one. */
+static void rewatch(struct rf_watch *w, struct entry *e)
+{
+    char path[8192];
+    struct stat st;
+
+    snprintf(path, sizeof(path), "%s/%s", w->dir, e->id);
+    (void)uv_fs_event_stop(&e->ev);
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode) &&
+        uv_fs_event_start(&e->ev, on_change, path, 0) != 0) {
+        rf_log_warn("watch", RF_F("tenant", e->id),
+                    "cannot watch the folder; reload it with SIGHUP");
+    }
+}
+
 /* A change in the tenants directory itself: a folder came or went. */
 static void on_root(uv_fs_event_t *h, const char *file, int events,
                     int status)
@@ -97,6 +113,9 @@ static void on_root(uv_fs_event_t *h, const char *file, int events,
         return;
     }
     e = add(w, file);
+    if (e == NULL && (e = find(w, file)) != NULL) {
+        rewatch(w, e); /* removed, or removed and made again */
+    }
     if (e) {
         e->pending = 1;
         uv_timer_start(&w->quiet, w->quiet.timer_cb, w->quiet_ms, 0);

@@ -1,6 +1,7 @@
 /* http.request for scripts: the call yields while libcurl works on the
  * loop, and resumes with the answer or an error value. */
 #include "referee/error.h"
+#include "referee/http_client.h"
 #include "referee/script_api.h"
 
 #include <stdlib.h>
@@ -77,9 +78,17 @@ static void on_done(const struct rf_http_result *res, void *arg)
     free(op);
 }
 
-static int valid_header_text(const char *s)
+/* Whether the Lua string at idx is a header name (an RFC 9110 token) or a
+ * header value: no CR, LF or NUL in either, so no caller can add lines. */
+static int valid_header_part(lua_State *L, int idx, int name)
 {
-    return strpbrk(s, "\r\n") == NULL;
+    size_t len;
+    const char *s = lua_tolstring(L, idx, &len);
+
+    if (s == NULL || strlen(s) != len) {
+        return 0;
+    }
+    return name ? rf_http_token(s, len) : strpbrk(s, "\r\n") == NULL;
 }
 
 /* Reads the `headers` table into "Name: value" lines kept in a userdata
@@ -97,14 +106,19 @@ static const char **read_headers(lua_State *L, int tidx)
     if (lua_getfield(L, tidx, "headers") == LUA_TTABLE) {
         lua_pushnil(L);
         while (lua_next(L, -2) != 0) {
-            const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
+            const char *k = lua_type(L, -2) == LUA_TSTRING
+                                ? lua_tostring(L, -2)
+                                : NULL; /* never convert a key in place */
+            const char *v = lua_tostring(L, -1);
 
-            if (lua_type(L, -2) != LUA_TSTRING || v == NULL ||
-                !valid_header_text(k) || !valid_header_text(v) ||
+            if (k == NULL || v == NULL ||
+                !valid_header_part(L, -2, 1) || !valid_header_part(L, -1, 0) ||
                 strlen(k) + strlen(v) + 3 > HEADER_LINE_MAX ||
                 n == HEADERS_MAX) {
                 luaL_error(L, "http.request: headers must be at most %d "
-                              "name = value strings without line breaks",
+                              "name = value strings: names are tokens "
+                              "(letters, digits, !#$%%&'*+-.^_`|~), values "
+                              "have no line breaks",
                            HEADERS_MAX);
             }
             lines[n] = buf + (size_t)n * HEADER_LINE_MAX;
@@ -119,6 +133,35 @@ static const char **read_headers(lua_State *L, int tidx)
     return lines;
 }
 
+/* The method at idx (default GET): 1 to RF_HTTP_METHOD_MAX upper-case
+ * letters, so that it cannot carry a second request line. */
+static const char *check_method(lua_State *L, int idx)
+{
+    size_t len;
+    const char *m = luaL_optlstring(L, idx, "GET", &len);
+
+    if (!rf_http_method_valid(m, len)) {
+        luaL_error(L, "http.request: method must be 1 to %d upper-case "
+                      "letters, such as GET, HEAD, POST, PUT, PATCH, DELETE "
+                      "or OPTIONS",
+                   RF_HTTP_METHOD_MAX);
+    }
+    return m;
+}
+
+/* The url at idx: no spaces, control bytes or NUL. */
+static const char *check_url(lua_State *L, int idx)
+{
+    size_t len;
+    const char *u = luaL_checklstring(L, idx, &len);
+
+    if (!rf_http_url_text_valid(u, len)) {
+        luaL_error(L, "http.request: url must not contain spaces, line "
+                      "breaks or other control characters");
+    }
+    return u;
+}
+
 static int l_request(lua_State *L)
 {
     struct rf_call *c = rf__call_check(L, "http.request");
@@ -129,9 +172,9 @@ static int l_request(lua_State *L)
 
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_getfield(L, 1, "url");
-    call.url = luaL_checkstring(L, -1);
+    call.url = check_url(L, lua_gettop(L));
     lua_getfield(L, 1, "method");
-    call.method = luaL_optstring(L, -1, "GET");
+    call.method = check_method(L, lua_gettop(L));
     lua_getfield(L, 1, "body");
     call.body = luaL_optlstring(L, -1, NULL, &call.body_len);
     lua_getfield(L, 1, "timeout_ms");

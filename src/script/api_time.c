@@ -155,17 +155,26 @@ static int l_format(lua_State *L)
 {
     lua_Number t = luaL_checknumber(L, 1);
     int off = offset_minutes(L, 2), a = off < 0 ? -off : off;
+    int zulu = lua_type(L, 2) == LUA_TSTRING &&
+               strcmp(lua_tostring(L, 2), "Z") == 0;
     time_t local = (time_t)t + off * 60;
     struct tm tm;
-    char buf[64];
+    char buf[64], zone[24];
 
     if (gmtime_r(&local, &tm) == NULL) {
         return luaL_argerror(L, 1, "time out of range");
     }
-    /* Zoho accepts seconds precision with a numeric offset, never millis. */
-    snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d%c%02d:%02d",
+    /* Zoho accepts seconds precision with a numeric offset, never millis;
+     * "Z" is written as asked, for other receivers. */
+    if (zulu) {
+        snprintf(zone, sizeof(zone), "Z");
+    } else {
+        snprintf(zone, sizeof(zone), "%c%02d:%02d", off < 0 ? '-' : '+',
+                 a / 60, a % 60);
+    }
+    snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d%s",
              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-             tm.tm_min, tm.tm_sec, off < 0 ? '-' : '+', a / 60, a % 60);
+             tm.tm_min, tm.tm_sec, zone);
     lua_pushstring(L, buf);
     return 1;
 }

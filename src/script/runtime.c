@@ -3,6 +3,7 @@
 #include "referee/runtime.h"
 #include "referee/error.h"
 #include "referee/log.h"
+#include "referee/tenant.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -106,6 +107,9 @@ static void do_reload(struct rf_runtime *rt, struct msg *m)
 
     if (m->tenant[0] == '\0') {
         rf_engine_load_dir(rt->engine, rt->tenants_dir);
+        m->rc = 0;
+    } else if (!rf_tenant_folder_exists(rt->tenants_dir, m->tenant)) {
+        rf_engine_unload(rt->engine, m->tenant); /* the folder was removed */
         m->rc = 0;
     } else {
         snprintf(dir, sizeof(dir), "%s/%s", rt->tenants_dir, m->tenant);

@@ -145,11 +145,90 @@ static void test_out_of_range_and_enum(void **state)
                  "referee.lua:2: setting 'store.commit': expected group or "
                  "inline");
     expect_error("return {\n\n  listen = 'localhost'\n}\n", RF_ECONFIG,
-                 "referee.lua:3: setting 'listen': expected \"host:port\", "
-                 "got \"localhost\"");
+                 "referee.lua:3: setting 'listen': " RF_CONFIG_LISTEN_HELP
+                 ", got \"localhost\"");
     expect_error("return { limits = { connections_max = 0 } }\n", RF_ECONFIG,
                  "referee.lua:1: setting 'limits.connections_max': must be "
                  "between 1 and 1000000");
+}
+
+/* What the listener cannot bind fails the config check, naming the line. */
+static void test_listen_the_listener_cannot_bind_is_refused(void **state)
+{
+    static const char *const bad[] = {
+        "localhost:8080", "[::1]:8080",     "127.1:8080",  "::1:8080",
+        "127.0.0.1",      "127.0.0.1:",     ":8080",       "127.0.0.1:65536",
+        "127.0.0.1: 80",  "127.0.0.1:+80",  "127.0.0.01:80", "256.0.0.1:80",
+        "127.0.0.1:80x",  "127.0.0.1:000080", NULL};
+    char text[128], want[512];
+
+    for (int i = 0; bad[i]; i++) {
+        snprintf(text, sizeof(text), "return {\n  listen = '%s',\n}\n",
+                 bad[i]);
+        snprintf(want, sizeof(want),
+                 "referee.lua:2: setting 'listen': " RF_CONFIG_LISTEN_HELP
+                 ", got \"%s\"",
+                 bad[i]);
+        expect_error(text, RF_ECONFIG, want);
+    }
+}
+
+static void test_listen_accepts_dotted_quad_and_port(void **state)
+{
+    char host[64];
+    unsigned port = 1;
+
+    assert_int_equal(rf_config_split_listen("0.0.0.0:0", host, sizeof(host),
+                                            &port),
+                     0);
+    assert_string_equal(host, "0.0.0.0");
+    assert_int_equal(port, 0);
+    assert_int_equal(rf_config_split_listen("10.1.2.3:65535", host,
+                                            sizeof(host), &port),
+                     0);
+    assert_string_equal(host, "10.1.2.3");
+    assert_int_equal(port, 65535);
+    assert_int_equal(rf_config_split_listen("10.1.2.3:8080", host, 8, &port),
+                     RF_EINVAL); /* host does not fit */
+}
+
+static void test_script_caps(void **state)
+{
+    struct rf_config cfg;
+    char err[512];
+
+    assert_int_equal(load("return {}\n", &cfg, err), 0);
+    assert_int_equal(cfg.script_cpu_ms_max, 1000);
+    assert_int_equal(cfg.script_mem_max, (size_t)256 << 20);
+    rf_config_cleanup(&cfg);
+    assert_int_equal(load("return { scripts = { cpu_ms_max = 200,\n"
+                          "  memory_mb_max = 64, cpu_ms = 100 } }\n",
+                          &cfg, err),
+                     0);
+    assert_int_equal(cfg.script_cpu_ms_max, 200);
+    assert_int_equal(cfg.script_mem_max, (size_t)64 << 20);
+    assert_int_equal(cfg.script_cpu_ms, 100);
+    rf_config_cleanup(&cfg);
+    expect_error("return { scripts = {\n  cpu_ms = 300,\n"
+                 "  cpu_ms_max = 200 } }\n",
+                 RF_ECONFIG,
+                 "referee.lua:2: setting 'scripts.cpu_ms': the default "
+                 "budget scripts.cpu_ms (300) is over the cap "
+                 "scripts.cpu_ms_max (200)");
+    expect_error("return { scripts = {\n  cpu_ms_max = 20 } }\n",
+                 RF_ECONFIG,
+                 "referee.lua:2: setting 'scripts.cpu_ms_max': the default "
+                 "budget scripts.cpu_ms (50) is over the cap "
+                 "scripts.cpu_ms_max (20)");
+    expect_error("return { scripts = {\n\n  memory_mb_max = 16 } }\n",
+                 RF_ECONFIG,
+                 "referee.lua:3: setting 'scripts.memory_mb_max': the "
+                 "default scripts.memory_mb (32) is over the cap "
+                 "scripts.memory_mb_max (16)");
+    expect_error("return { scripts = { cpu_ms_max = 10001 } }\n",
+                 RF_ECONFIG,
+                 "referee.lua:1: setting 'scripts.cpu_ms_max': must be "
+                 "between 1 and 10000");
 }
 
 static void test_syntax_and_runtime_errors(void **state)
@@ -202,6 +281,9 @@ int main(void)
         cmocka_unit_test(test_line_skips_comments_and_strings),
         cmocka_unit_test(test_unknown_setting),
         cmocka_unit_test(test_out_of_range_and_enum),
+        cmocka_unit_test(test_listen_the_listener_cannot_bind_is_refused),
+        cmocka_unit_test(test_listen_accepts_dotted_quad_and_port),
+        cmocka_unit_test(test_script_caps),
         cmocka_unit_test(test_syntax_and_runtime_errors),
         cmocka_unit_test(test_sandbox_has_no_io_or_os),
         cmocka_unit_test(test_env_function),

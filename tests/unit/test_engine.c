@@ -320,6 +320,7 @@ static void test_store_round_trip(void **state)
 static void test_bad_script_behaviour(void **state)
 {
     struct outcome o;
+    char want[256];
 
     write_tenant("bad", "  cohort = function() coroutine.yield(1) end,\n"
                         "  capture = function() error({ code = 7 }) end,\n"
@@ -332,11 +333,159 @@ static void test_bad_script_behaviour(void **state)
     assert_int_equal(o.rc, RF_ESCRIPT);
     call("bad", "reward", NULL, &o);
     assert_int_equal(o.rc, RF_ESCRIPT);
-    assert_string_equal(o.error, "cannot encode a function");
+    snprintf(want, sizeof(want),
+             "%s/bad/tenant.lua:7: hook 'reward' returned a value that "
+             "cannot be encoded as JSON: cannot encode a function",
+             dir);
+    assert_string_equal(o.error, want);
     call("bad", "milestone", NULL, &o);
     assert_int_equal(o.rc, RF_ENOTFOUND);
     call("nobody", "cohort", NULL, &o);
     assert_int_equal(o.rc, RF_ENOTFOUND);
+}
+
+/* A method or header that could carry raw request text is a Lua error
+ * naming what is allowed; nothing is sent. */
+static void test_http_request_method_injection_is_refused(void **state)
+{
+    struct outcome o;
+
+    write_tenant("inj", "  reward = function(kind)\n"
+                        "    local req = { url = base .. '/echo' }\n"
+                        "    if kind == 1 then req.method = 'GET /admin "
+                        "HTTP/1.1\\r\\nHost: x\\r\\n\\r\\nGET'\n"
+                        "    elseif kind == 2 then req.method = 'get'\n"
+                        "    elseif kind == 3 then req.headers = { ['X: y'] = "
+                        "'1' }\n"
+                        "    elseif kind == 4 then req.headers = { X = "
+                        "'1\\r\\nY: 2' }\n"
+                        "    elseif kind == 5 then req.url = req.url .. "
+                        "'\\r\\nX: 1'\n"
+                        "    else req.method = 'DELETE' end\n"
+                        "    local ok, resp = pcall(http.request, req)\n"
+                        "    return ok and resp.status or resp\n"
+                        "  end,");
+    load("inj");
+    call("inj", "reward", "1", &o);
+    expect_json(&o, "\"http.request: method must be 1 to 16 upper-case "
+                    "letters, such as GET, HEAD, POST, PUT, PATCH, DELETE or "
+                    "OPTIONS\"");
+    call("inj", "reward", "2", &o);
+    expect_json(&o, "\"http.request: method must be 1 to 16 upper-case "
+                    "letters, such as GET, HEAD, POST, PUT, PATCH, DELETE or "
+                    "OPTIONS\"");
+    call("inj", "reward", "3", &o);
+    expect_json(&o, "\"http.request: headers must be at most 32 name = value "
+                    "strings: names are tokens (letters, digits, "
+                    "!#$%&'*+-.^_`|~), values have no line breaks\"");
+    call("inj", "reward", "4", &o);
+    expect_json(&o, "\"http.request: headers must be at most 32 name = value "
+                    "strings: names are tokens (letters, digits, "
+                    "!#$%&'*+-.^_`|~), values have no line breaks\"");
+    call("inj", "reward", "5", &o);
+    expect_json(&o, "\"http.request: url must not contain spaces, line "
+                    "breaks or other control characters\"");
+    call("inj", "reward", "6", &o);
+    expect_json(&o, "201");
+}
+
+/* Argument errors of the waiting modules name the function, also when
+ * Lua cannot tell the name from the call site (pcall, tail calls). */
+static void test_waiting_api_argument_errors_name_the_function(void **state)
+{
+    struct outcome o;
+
+    write_tenant("args", "  reward = function()\n"
+                         "    local _, a = pcall(store.put, 1)\n"
+                         "    local _, b = pcall(http.request, 1)\n"
+                         "    return a .. '|' .. b\n"
+                         "  end,");
+    load("args");
+    call("args", "reward", NULL, &o);
+    expect_json(&o, "\"bad argument #2 to 'store.put' (value expected)|"
+                    "bad argument #1 to 'http.request' (table expected, got "
+                    "number)\"");
+}
+
+/* A budget found spent when the hook waits names the line it waits on. */
+static void test_cpu_budget_hit_while_waiting_names_the_line(void **state)
+{
+    struct outcome o;
+    char want[256];
+
+    write_tenant("cpu", "  reward = function()\n"
+                        "    for i = 1, 20 do\n"
+                        "      local t = os.clock()\n"
+                        "      while os.clock() - t < 0.02 do end\n"
+                        "      http.request{ url = base .. '/echo' }\n"
+                        "    end\n"
+                        "  end,");
+    load("cpu");
+    call("cpu", "reward", NULL, &o);
+    assert_int_equal(o.rc, RF_ELIMIT);
+    snprintf(want, sizeof(want), "%s/cpu/tenant.lua:", dir);
+    if (strncmp(o.error, want, strlen(want)) != 0 ||
+        strstr(o.error, ": cpu budget of 50 ms exceeded") == NULL) {
+        print_error("got: %s\nwant: %s<line>: cpu budget of 50 ms "
+                    "exceeded...\n",
+                    o.error, want);
+        fail();
+    }
+}
+
+/* A memory limit that no pcall in the script sees still names the line. */
+static void test_memory_limit_outside_pcall_names_the_line(void **state)
+{
+    struct outcome o;
+    char want[256];
+
+    write_tenant("mem", "  limits = { memory_mb = 8, cpu_ms = 1000 },\n"
+                        "  capture = function()\n"
+                        "    local t = {}\n"
+                        "    for i = 1, 64 do t[i] = string.rep('x', 1048576)"
+                        " .. i end\n"
+                        "  end,");
+    load("mem");
+    call("mem", "capture", NULL, &o);
+    assert_int_equal(o.rc, RF_ELIMIT);
+    snprintf(want, sizeof(want),
+             "%s/mem/tenant.lua:8: memory limit of 8 MiB exceeded", dir);
+    o.error[strcspn(o.error, "\n")] = '\0';
+    assert_string_equal(o.error, want);
+}
+
+/* A tenant whose folder is gone is forgotten, and can come back. */
+static void test_unload_and_load_dir_forget_removed_tenants(void **state)
+{
+    struct outcome o;
+    char sub[128], cmd[256];
+
+    snprintf(sub, sizeof(sub), "%s/sub", dir);
+    mkdir(sub, 0700);
+    write_tenant("sub/ua", "  cohort = function() return 'a' end,");
+    write_tenant("sub/ub", "  cohort = function() return 'b' end,");
+    assert_int_equal(rf_engine_load_dir(eng, sub), 2);
+    call("ub", "cohort", NULL, &o);
+    expect_json(&o, "\"b\"");
+
+    snprintf(cmd, sizeof(cmd), "rm -rf %s/ub", sub);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(rf_engine_load_dir(eng, sub), 1);
+    assert_null(rf_engine_tenant(eng, "ub"));
+    call("ub", "cohort", NULL, &o);
+    assert_int_equal(o.rc, RF_ENOTFOUND);
+    call("ua", "cohort", NULL, &o);
+    expect_json(&o, "\"a\"");
+
+    rf_engine_unload(eng, "ua");
+    call("ua", "cohort", NULL, &o);
+    assert_int_equal(o.rc, RF_ENOTFOUND);
+    rf_engine_unload(eng, "ua"); /* twice, and unknown ids: no effect */
+    rf_engine_unload(eng, "nobody");
+    write_tenant("sub/ub", "  cohort = function() return 'back' end,");
+    assert_int_equal(rf_engine_load_dir(eng, sub), 2);
+    call("ub", "cohort", NULL, &o);
+    expect_json(&o, "\"back\"");
 }
 
 static void test_http_outside_hook_refused(void **state)
@@ -363,6 +512,11 @@ int main(void)
         cmocka_unit_test(test_store_round_trip),
         cmocka_unit_test(test_bad_script_behaviour),
         cmocka_unit_test(test_http_outside_hook_refused),
+        cmocka_unit_test(test_http_request_method_injection_is_refused),
+        cmocka_unit_test(test_waiting_api_argument_errors_name_the_function),
+        cmocka_unit_test(test_cpu_budget_hit_while_waiting_names_the_line),
+        cmocka_unit_test(test_memory_limit_outside_pcall_names_the_line),
+        cmocka_unit_test(test_unload_and_load_dir_forget_removed_tenants),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

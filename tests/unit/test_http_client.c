@@ -26,11 +26,15 @@ static void on_headers(struct rf_http_req *req, void *arg)
 {
 }
 
+static int requests; /* requests the server's handler saw */
+
 static void on_request(struct rf_http_req *req, void *arg)
 {
     const char *path = rf_http_path(req);
     size_t len;
     const char *body = rf_http_body(req, &len);
+
+    requests++;
 
     if (strcmp(path, "/echo") == 0) {
         rf_http_add_header(req, "X-Method", rf_http_method(req));
@@ -202,6 +206,99 @@ static void test_large_body_capped(void **state)
     assert_int_equal(o.body_len, 300000);
 }
 
+/* No caller can add request lines through the method, URL or headers:
+ * such calls are refused before anything is sent. */
+static void test_request_text_that_could_inject_is_refused(void **state)
+{
+    static const char *const bad_headers[] = {"X-A: 1\r\nX-B: 2", NULL};
+    static const char *const bad_names[] = {"X A: 1", NULL};
+    static const char *const no_colon[] = {"Host", NULL};
+    struct rf_http_call c = {0};
+    struct outcome o;
+    char url[128];
+    int before = requests;
+
+    o = call("GET /admin HTTP/1.1\r\nHost: x\r\n\r\nGET", "/echo", NULL,
+             local_ok, 1, 0, 0);
+    assert_int_equal(o.rc, RF_EDENIED);
+    assert_string_equal(o.error,
+                        "the method is not 1 to 16 upper-case letters");
+    o = call("get", "/echo", NULL, local_ok, 1, 0, 0);
+    assert_int_equal(o.rc, RF_EDENIED);
+    o = call("GET", "/echo\r\nX-Injected: 1", NULL, local_ok, 1, 0, 0);
+    assert_int_equal(o.rc, RF_EDENIED);
+    assert_string_equal(o.error, "the URL is empty or has spaces or control "
+                                 "characters");
+    o = call("GET", "/echo x", NULL, local_ok, 1, 0, 0);
+    assert_int_equal(o.rc, RF_EDENIED);
+
+    snprintf(url, sizeof(url), "%s/echo", base);
+    c.method = "GET";
+    c.url = url;
+    c.allow = local_ok;
+    c.n_allow = 1;
+    for (int i = 0; i < 3; i++) {
+        memset(&o, 0, sizeof(o));
+        c.headers = i == 0 ? bad_headers : i == 1 ? bad_names : no_colon;
+        assert_int_equal(rf_http_client_request(cli, &c, on_done, &o), 0);
+        run_until(&o);
+        assert_int_equal(o.rc, RF_EDENIED);
+        assert_string_equal(o.error, "header line 1 is not \"token: value\" "
+                                     "without line breaks");
+    }
+    assert_int_equal(requests, before); /* nothing reached the server */
+
+    o = call("OPTIONS", "/echo", NULL, local_ok, 1, 0, 0);
+    assert_int_equal(o.rc, 0);
+    assert_string_equal(o.method_header, "OPTIONS");
+}
+
+static void test_method_and_token_rules(void **state)
+{
+    assert_true(rf_http_method_valid("PATCH", 5));
+    assert_false(rf_http_method_valid("", 0));
+    assert_false(rf_http_method_valid("PATCHPATCHPATCHPA", 17));
+    assert_false(rf_http_method_valid("GE T", 4));
+    assert_false(rf_http_method_valid("GET\0X", 5));
+    assert_true(rf_http_token("X-Api_Key.1~", 12));
+    assert_false(rf_http_token("X:A", 3));
+    assert_false(rf_http_token("X\0A", 3));
+    assert_false(rf_http_url_text_valid("https://a/b c", 13));
+    assert_false(rf_http_url_text_valid("https://a/\x7f", 11));
+    assert_true(rf_http_url_text_valid("https://a/b?c=d%20e", 19));
+}
+
+/* limits.header_max is enforced, with our JSON error body. */
+static void test_headers_over_header_max_get_431_json(void **state)
+{
+    static char line[20000];
+    const char *headers[] = {line, NULL};
+    struct rf_http_call c = {0};
+    struct outcome o = {0};
+    char url[128];
+    int before = requests;
+
+    memcpy(line, "X-Big: ", 7);
+    memset(line + 7, 'a', 17000); /* default header_max: 16 KiB */
+    line[17007] = '\0';
+    snprintf(url, sizeof(url), "%s/echo", base);
+    c.method = "POST";
+    c.url = url;
+    c.headers = headers;
+    c.body = "x";
+    c.body_len = 1;
+    c.allow = local_ok;
+    c.n_allow = 1;
+    assert_int_equal(rf_http_client_request(cli, &c, on_done, &o), 0);
+    run_until(&o);
+    assert_int_equal(o.rc, 0);
+    assert_int_equal(o.status, 431);
+    /* o.body keeps the first 63 bytes. */
+    assert_string_equal(o.body, "{\"error\":{\"code\":\"header_too_large\","
+                                "\"message\":\"the request line");
+    assert_int_equal(requests, before);
+}
+
 static void test_private_ranges(void **state)
 {
     struct sockaddr_in in = {.sin_family = AF_INET};
@@ -232,6 +329,9 @@ int main(void)
         cmocka_unit_test(test_tls_failure),
         cmocka_unit_test(test_large_body_capped),
         cmocka_unit_test(test_private_ranges),
+        cmocka_unit_test(test_request_text_that_could_inject_is_refused),
+        cmocka_unit_test(test_method_and_token_rules),
+        cmocka_unit_test(test_headers_over_header_max_get_431_json),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -93,6 +93,23 @@ static const struct lua_case cases[] = {
                    "return time.format(time.parse(s), '-08:00')",
      "2025-12-31T23:59:59-08:00"},
     {"log formats", "log.info('hello %s %d', 'world', 3) return 'ok'", "ok"},
+    {"format Z writes Z",
+     "return time.format(1772599869, 'Z') .. ' ' .. "
+     "time.format(1772599869, '+00:00')",
+     "2026-03-04T04:51:09Z 2026-03-04T04:51:09+00:00"},
+    {"Z round trip", "return time.format(time.parse('2026-03-04T04:51:09Z'),"
+                     " 'Z')",
+     "2026-03-04T04:51:09Z"},
+    {"argument errors name the function",
+     "local _, a = pcall(crypto.random_token, 0)\n"
+     "local _, b = pcall(time.format, 'x')\n"
+     "local _, c = pcall(json.encode)\n"
+     "local _, d = pcall(json.decode)\n"
+     "return a .. '|' .. b .. '|' .. c .. '|' .. d",
+     "bad argument #1 to 'crypto.random_token' (between 1 and 256 bytes)|"
+     "bad argument #1 to 'time.format' (number expected, got string)|"
+     "bad argument #1 to 'json.encode' (value expected)|"
+     "bad argument #1 to 'json.decode' (string expected, got no value)"},
 };
 
 static void run_case(const struct lua_case *c)

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -16,6 +17,14 @@
 #include "testutil.h"
 
 static char dir[64];
+
+/* Removes dir/sub and everything in it (sub may hold spaces). */
+#define RF_TEST_RMDIR_SUB(dir, sub)                                            \
+    do {                                                                       \
+        char cmd_[256];                                                        \
+        snprintf(cmd_, sizeof(cmd_), "rm -rf '%s/%s'", (dir), (sub));          \
+        assert_int_equal(system(cmd_), 0);                                     \
+    } while (0)
 
 static int make_dir(void **state)
 {
@@ -27,6 +36,15 @@ static int remove_dir(void **state)
 {
     RF_TEST_RMDIR(dir);
     return 0;
+}
+
+/* Makes dir/sub, a tenants folder of a test's own. */
+static void make_sub(const char *sub)
+{
+    char path[256];
+
+    snprintf(path, sizeof(path), "%s/%s", dir, sub);
+    mkdir(path, 0700);
 }
 
 static void write_file(const char *id, const char *name, const char *text)
@@ -212,6 +230,174 @@ static void test_registry_reload_one(void **state)
     rf_tenants_free(ts);
 }
 
+/* SIGHUP: a tenant whose new files fail keeps its good version, as the
+ * watcher keeps it; a removed folder is dropped. */
+static void test_sighup_keeps_good_version_of_broken_tenant(void **state)
+{
+    struct rf_tenants *ts = NULL;
+    const struct rf_tenant *t;
+    char tdir[160];
+
+    make_sub("hup");
+    write_file("hup/h1", "tenant.lua", "return { sources = { a = {} } }\n");
+    write_file("hup/h2", "tenant.lua", "return { sources = { b = {} } }\n");
+    write_file("hup/h3", "tenant.lua", "return { sources = { c = 1 } }\n");
+    snprintf(tdir, sizeof(tdir), "%s/hup", dir);
+    assert_int_equal(rf_tenants_load(tdir, NULL, &ts), 0);
+    assert_int_equal(ts->n, 3);
+
+    write_file("hup/h2", "tenant.lua", "return { sources = { b = 1 } }\n");
+    write_file("hup/h1", "tenant.lua",
+               "return { sources = { a = {}, a2 = {} } }\n");
+    assert_int_equal(rf_tenants_reload(&ts, tdir, NULL), 0);
+    assert_int_equal(ts->n, 3);
+    t = rf_tenant_find(ts, "h2", 2);
+    assert_non_null(t);
+    assert_null(t->error); /* the old, good version */
+    assert_non_null(rf_source_find(t, "b", 1));
+    t = rf_tenant_find(ts, "h1", 2);
+    assert_null(t->error); /* a good edit switches */
+    assert_non_null(rf_source_find(t, "a2", 2));
+    t = rf_tenant_find(ts, "h3", 2);
+    assert_non_null(t->error); /* never good: stays unavailable */
+
+    RF_TEST_RMDIR_SUB(dir, "hup/h1");
+    assert_int_equal(rf_tenants_reload(&ts, tdir, NULL), 0);
+    assert_int_equal(ts->n, 2);
+    assert_null(rf_tenant_find(ts, "h1", 2));
+    t = rf_tenant_find(ts, "h2", 2);
+    assert_null(t->error); /* still the good one after a second reload */
+    rf_tenants_free(ts);
+}
+
+/* The watcher's path: a removed folder is forgotten, not "does not load". */
+static void test_removed_folder_is_forgotten(void **state)
+{
+    struct rf_tenants *ts = NULL;
+    char tdir[160], err[2048];
+
+    make_sub("gone");
+    write_file("gone/g1", "tenant.lua", "return {}\n");
+    write_file("gone/g2", "tenant.lua", "return {}\n");
+    snprintf(tdir, sizeof(tdir), "%s/gone", dir);
+    assert_int_equal(rf_tenants_load(tdir, NULL, &ts), 0);
+    assert_non_null(rf_tenant_find(ts, "g1", 2));
+    RF_TEST_RMDIR_SUB(dir, "gone/g1");
+    assert_int_equal(rf_tenants_reload_one(ts, tdir, "g1", NULL, err,
+                                           sizeof(err)),
+                     RF_ENOTFOUND);
+    assert_null(rf_tenant_find(ts, "g1", 2));
+    assert_non_null(rf_tenant_find(ts, "g2", 2));
+    assert_int_equal(rf_tenants_reload_one(ts, tdir, "g1", NULL, err,
+                                           sizeof(err)),
+                     RF_ENOTFOUND); /* gone twice: nothing to remove */
+    rf_tenants_free(ts);
+}
+
+/* Folders whose name is not a tenant id are never loaded. */
+static void test_folder_with_invalid_name_is_skipped(void **state)
+{
+    struct rf_tenants *ts = NULL;
+    char tdir[160];
+
+    make_sub("names");
+    write_file("names/bad name", "tenant.lua", "return {}\n");
+    write_file("names/good", "tenant.lua", "return {}\n");
+    snprintf(tdir, sizeof(tdir), "%s/names", dir);
+    assert_int_equal(rf_tenants_load(tdir, NULL, &ts), 0);
+    assert_non_null(rf_tenant_find(ts, "good", 4));
+    assert_null(rf_tenant_find(ts, "bad name", 8));
+    rf_tenants_free(ts);
+    RF_TEST_RMDIR_SUB(dir, "names");
+}
+
+static void test_file_follows_no_symlink_out_of_the_folder(void **state)
+{
+    char target[160], link[160];
+
+    write_file("outside", "secret", "host secret\n");
+    write_file("s1", "placeholder", "");
+    snprintf(target, sizeof(target), "%s/outside/secret", dir);
+    snprintf(link, sizeof(link), "%s/s1/link", dir);
+    assert_int_equal(symlink(target, link), 0);
+    expect_error("s1", "return { sources = { s = { secret = "
+                       "file('link') } } }\n",
+                 RF_ESCRIPT,
+                 "1: file(): 'link' resolves to a file outside the tenant "
+                 "folder (through a symbolic link); refused");
+    /* A link to a folder outside, then a file in it. */
+    snprintf(target, sizeof(target), "%s/outside", dir);
+    snprintf(link, sizeof(link), "%s/s1/dirlink", dir);
+    assert_int_equal(symlink(target, link), 0);
+    expect_error("s1", "return { sources = { s = { secret = "
+                       "file('dirlink/secret') } } }\n",
+                 RF_ESCRIPT,
+                 "1: file(): 'dirlink/secret' resolves to a file outside the "
+                 "tenant folder (through a symbolic link); refused");
+}
+
+static void test_file_symlink_inside_the_folder_is_read(void **state)
+{
+    struct rf_tenant *t;
+    char err[2048], link[160];
+
+    write_file("s2", "..data_v1", "inside\n");
+    snprintf(link, sizeof(link), "%s/s2/current", dir);
+    assert_int_equal(symlink("..data_v1", link), 0);
+    write_file("s2", "tenant.lua", "return { sources = { s = { secret = "
+                                   "file('current') } } }\n");
+    assert_int_equal(load("s2", &t, err), 0);
+    assert_int_equal(t->sources[0].secret_len, 6);
+    assert_memory_equal(t->sources[0].secret, "inside", 6);
+    rf_tenant_free(t);
+    expect_error("s2", "return { sources = { s = { secret = "
+                       "file('.') } } }\n",
+                 RF_ESCRIPT,
+                 "1: file(): '.' is the tenant folder, not a file");
+}
+
+static void test_limits_over_the_operator_cap_fail(void **state)
+{
+    struct rf_tenant_env env = {0};
+    struct rf_tenant *t = NULL;
+    char err[2048], path[256], want[512];
+
+    /* The default caps: 1000 ms and 256 MiB. */
+    expect_error("c1", "return {\n  limits = { cpu_ms = 1001 },\n}\n",
+                 RF_ECONFIG,
+                 "2: setting 'limits.cpu_ms': 1001 ms is over the operator's "
+                 "cap of 1000 ms (scripts.cpu_ms_max in the daemon config)");
+    expect_error("c2", "return {\n\n  limits = { memory_mb = 257 },\n}\n",
+                 RF_ECONFIG,
+                 "3: setting 'limits.memory_mb': 257 MiB is over the "
+                 "operator's cap of 256 MiB (scripts.memory_mb_max in the "
+                 "daemon config)");
+    /* An operator's own cap. */
+    env.cpu_ms_cap = 100;
+    env.mem_cap = (size_t)8 << 20;
+    write_file("c3", "tenant.lua", "return { limits = { cpu_ms = 100,\n"
+                                   "  memory_mb = 9 } }\n");
+    snprintf(path, sizeof(path), "%s/c3", dir);
+    assert_int_equal(rf_tenant_load(path, "c3", &env, &t, NULL, err,
+                                    sizeof(err)),
+                     RF_ECONFIG);
+    assert_null(t);
+    snprintf(want, sizeof(want),
+             "%s/c3/tenant.lua:2: setting 'limits.memory_mb': 9 MiB is over "
+             "the operator's cap of 8 MiB (scripts.memory_mb_max in the "
+             "daemon config)",
+             dir);
+    assert_string_equal(err, want);
+    write_file("c3", "tenant.lua", "return { limits = { cpu_ms = 100,\n"
+                                   "  memory_mb = 8 } }\n");
+    assert_int_equal(rf_tenant_load(path, "c3", &env, &t, NULL, err,
+                                    sizeof(err)),
+                     0);
+    assert_int_equal(t->cpu_ms, 100);
+    assert_int_equal(t->mem_max, (size_t)8 << 20);
+    rf_tenant_free(t);
+}
+
 static void test_registry_loaded(void **state)
 {
     struct rf_tenants *ts = NULL;
@@ -278,6 +464,12 @@ int main(void)
         cmocka_unit_test(test_file_secret_stays_inside),
         cmocka_unit_test(test_registry_reload_one),
         cmocka_unit_test(test_registry_loaded),
+        cmocka_unit_test(test_sighup_keeps_good_version_of_broken_tenant),
+        cmocka_unit_test(test_removed_folder_is_forgotten),
+        cmocka_unit_test(test_folder_with_invalid_name_is_skipped),
+        cmocka_unit_test(test_file_follows_no_symlink_out_of_the_folder),
+        cmocka_unit_test(test_file_symlink_inside_the_folder_is_read),
+        cmocka_unit_test(test_limits_over_the_operator_cap_fail),
         cmocka_unit_test(test_tenant_id_rules),
     };
 

@@ -1,0 +1,156 @@
+"""Reloading tenants: SIGHUP keeps a working tenant's previous version when
+its new files fail, as the folder watcher does; a removed tenant folder is
+logged as removed and forgotten (404) and can come back; the rebuild after
+a limit hit is logged as a rebuild, not as a version switch."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import unittest
+
+from harness import DaemonTestCase, scale, wait_until
+
+ORDERS = """
+return {
+  sources = { s = { id = "json:id", hook = "on_order" } },
+  on_order = function(ev)
+    return { id = ev.json.id, tag = "%s" }
+  end,
+}
+"""
+
+BROKEN = "return { sources = { s = { id = }\n"
+
+RUNAWAY = """
+return {
+  sources = { s = { id = "json:id", hook = "on_order" } },
+  on_order = function(ev)
+    if ev.json.spin then while true do end end
+    return { id = ev.json.id }
+  end,
+}
+"""
+
+RELOADED = re.compile(r'msg="reloaded (\d+) tenants"')
+
+
+def outcomes(d, tenant):
+    """{delivery id: outcome} of every stored event of a tenant."""
+    return {json.loads(ev["body"])["id"]: ev.get("outcome")
+            for ev in d.events_list(tenant)}
+
+
+class ReloadTest(DaemonTestCase):
+
+    def post(self, d, tenant, oid, **extra):
+        return d.post(tenant, "s", json.dumps(dict(id=oid, **extra)))
+
+    def wait_outcome(self, d, tenant, oid):
+        return wait_until(lambda: outcomes(d, tenant).get(oid),
+                          scale(10), "the outcome of %s" % oid)
+
+    def test_sighup_with_a_broken_tenant_keeps_its_previous_version(self):
+        d = self.daemon(tenants=(), extra_tenants={
+            "t1": ORDERS % "one", "t2": ORDERS % "two"})
+        self.assertEqual(self.post(d, "t2", "before").status, 202)
+        v1 = self.wait_outcome(d, "t2", "before")["version"]
+
+        # Written while the watcher is not looking would not matter: the
+        # reload below is what SIGHUP does to every tenant.
+        mark = len(d.log_lines())
+        d.write_tenant("t2", BROKEN)
+        d.send_signal(signal.SIGHUP)
+        d.wait_log(RELOADED, scale(5), mark)
+        d.wait_log(re.compile(r"tenant=t2 msg=\"(files do not load|changed "
+                              r"files do not load); the previous version "
+                              r"keeps serving"), scale(5), mark)
+
+        resp = self.post(d, "t2", "after-hup")
+        self.assertEqual(resp.status, 202, resp.body)
+        out = self.wait_outcome(d, "t2", "after-hup")
+        self.assertEqual((out["status"], out["version"]), ("done", v1))
+        self.assertEqual(out["result"], {"id": "after-hup", "tag": "two"})
+        self.assertEqual(self.post(d, "t1", "other").status, 202)
+
+        # Fixed and reloaded: the new version serves.
+        mark = len(d.log_lines())
+        d.write_tenant("t2", ORDERS % "fixed")
+        d.send_signal(signal.SIGHUP)
+        d.wait_log(RELOADED, scale(5), mark)
+        wait_until(lambda: self.post(d, "t2", "fixed-%d" % len(
+            d.log_lines())).status == 202, scale(5), "t2 to accept")
+        self.assertEqual(self.post(d, "t2", "after-fix").status, 202)
+        out = self.wait_outcome(d, "t2", "after-fix")
+        self.assertEqual(out["result"]["tag"], "fixed")
+        self.assertNotEqual(out["version"], v1)
+
+    def test_sighup_tenant_that_never_loaded_stays_unavailable(self):
+        d = self.daemon(tenants=(), extra_tenants={"bad": BROKEN})
+        resp = self.post(d, "bad", "x")
+        self.assertEqual((resp.status, resp.error_code()),
+                         (503, "tenant_unavailable"))
+        mark = len(d.log_lines())
+        d.send_signal(signal.SIGHUP)
+        d.wait_log(RELOADED, scale(5), mark)
+        resp = self.post(d, "bad", "y")
+        self.assertEqual((resp.status, resp.error_code()),
+                         (503, "tenant_unavailable"))
+
+    def test_removed_tenant_folder_is_logged_as_removed_and_forgotten(self):
+        d = self.daemon(tenants=(), extra_tenants={
+            "gone": ORDERS % "a", "stays": ORDERS % "b"})
+        self.assertEqual(self.post(d, "gone", "g1").status, 202)
+        self.wait_outcome(d, "gone", "g1")
+
+        mark = len(d.log_lines())
+        shutil.rmtree(os.path.join(d.tenants_dir, "gone"))
+        d.wait_log(re.compile(r'tenant=gone msg="removed: its folder is '
+                              r'gone'), scale(5), mark)
+        resp = self.post(d, "gone", "g2")
+        self.assertEqual((resp.status, resp.error_code()),
+                         (404, "tenant_not_found"))
+        self.assertNotIn("changed files do not load",
+                         "\n".join(d.log_lines()[mark:]))
+        self.assertEqual(self.post(d, "stays", "s1").status, 202)
+
+        # The folder comes back: the watcher loads it again.
+        mark = len(d.log_lines())
+        d.write_tenant("gone", ORDERS % "again")
+        wait_until(lambda: self.post(d, "gone", "probe").status == 202,
+                   scale(5), "the re-made tenant to accept webhooks")
+        self.assertEqual(self.post(d, "gone", "g3").status, 202)
+        self.assertEqual(self.wait_outcome(d, "gone", "g3")["result"]["tag"],
+                         "again")
+
+    def test_sighup_forgets_a_removed_tenant(self):
+        d = self.daemon(tenants=(), extra_tenants={
+            "gone": ORDERS % "a", "stays": ORDERS % "b"})
+        d.send_signal(signal.SIGSTOP)  # the watcher must not see it first
+        try:
+            shutil.rmtree(os.path.join(d.tenants_dir, "gone"))
+        finally:
+            d.send_signal(signal.SIGCONT)
+        mark = len(d.log_lines())
+        d.send_signal(signal.SIGHUP)
+        m = d.wait_log(RELOADED, scale(5), mark)
+        self.assertEqual(m.group(1), "1")
+        resp = self.post(d, "gone", "x")
+        self.assertEqual((resp.status, resp.error_code()),
+                         (404, "tenant_not_found"))
+
+    def test_rebuild_after_a_limit_is_logged_as_a_rebuild(self):
+        d = self.daemon(tenants=(), extra_tenants={"loopy": RUNAWAY})
+        self.assertEqual(self.post(d, "loopy", "spin", spin=True).status, 202)
+        out = self.wait_outcome(d, "loopy", "spin")
+        self.assertEqual(out["status"], "failed")
+        d.wait_log(re.compile(r'tenant=loopy version=[0-9a-f]{16} '
+                              r'msg="rebuilt the script state after a limit '
+                              r'hit"'), scale(5))
+        self.assertFalse([line for line in d.log_lines()
+                          if "switched to the new version" in line])
+
+
+if __name__ == "__main__":
+    unittest.main()
