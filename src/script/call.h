@@ -47,8 +47,9 @@ struct rf_writer *rf__call_writer(struct rf_call *c);
 const struct rf_tenant *rf__call_tenant(struct rf_call *c);
 struct rf_zoho *rf__call_zoho(struct rf_call *c); /* NULL: none */
 
-/* Opens the waiting modules as globals (http, store). */
+/* Opens the waiting modules as globals (http, store, crm). */
 void rf__api_open_http(lua_State *L);
 void rf__api_open_store(lua_State *L);
+void rf__api_open_crm(lua_State *L);
 
 #endif

@@ -11,11 +11,7 @@
 #include <string.h>
 
 #include <cmocka.h>
-#include <curl/curl.h>
-#include <signal.h>
-#include <sys/wait.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "referee/error.h"
 #include "referee/zoho.h"
@@ -25,87 +21,17 @@
 #include "referee/zoho_watch.h"
 #include "zoho/internal.h"
 
+#include "zohosim.h"
+
 /* --- the simulator process ----------------------------------------------- */
 
-static pid_t sim_pid;
-static unsigned sim_port;
-static char sim_base[64];
 static char sim_data[64];
-
-struct buf {
-    char *p;
-    size_t n;
-};
-
-static size_t on_bytes(char *d, size_t size, size_t nmemb, void *arg)
-{
-    struct buf *b = arg;
-    size_t n = size * nmemb;
-    char *p = realloc(b->p, b->n + n + 1);
-
-    if (p == NULL) {
-        return 0;
-    }
-    memcpy(p + b->n, d, n);
-    b->p = p;
-    b->n += n;
-    b->p[b->n] = '\0';
-    return n;
-}
-
-/* A blocking call to the simulator's control API; the caller frees the
- * parsed answer. */
-static cJSON *sim(const char *method, const char *path, const char *body)
-{
-    CURL *e = curl_easy_init();
-    struct buf b = {NULL, 0};
-    struct curl_slist *h =
-        curl_slist_append(NULL, "Content-Type: application/json");
-    char url[512];
-    cJSON *j;
-
-    snprintf(url, sizeof(url), "%s%s", sim_base, path);
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_bytes);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(e, CURLOPT_PROXY, "");
-    if (body) {
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
-    }
-    assert_int_equal(curl_easy_perform(e), CURLE_OK);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(e);
-    j = cJSON_Parse(b.p ? b.p : "null");
-    if (j == NULL) {
-        print_error("control %s %s answered: %s\n", method, path,
-                    b.p ? b.p : "");
-    }
-    free(b.p);
-    assert_non_null(j);
-    return j;
-}
-
-static void sim_do(const char *method, const char *path, const char *body)
-{
-    cJSON_Delete(sim(method, path, body));
-}
-
-/* A number inside a control answer, by a path of object keys. */
-static double num_at(const cJSON *j, const char *const *keys)
-{
-    for (; *keys; keys++) {
-        j = cJSON_GetObjectItemCaseSensitive(j, *keys);
-    }
-    return cJSON_IsNumber(j) ? j->valuedouble : 0;
-}
 
 static double counter(const char *name)
 {
     cJSON *c = sim("GET", "/_sim/counters", NULL);
     const char *keys[] = {name, NULL};
-    double v = num_at(c, keys);
+    double v = sim_num_at(c, keys);
 
     cJSON_Delete(c);
     return v;
@@ -115,7 +41,7 @@ static double status_count(const char *status)
 {
     cJSON *c = sim("GET", "/_sim/counters", NULL);
     const char *keys[] = {"status", status, NULL};
-    double v = num_at(c, keys);
+    double v = sim_num_at(c, keys);
 
     cJSON_Delete(c);
     return v;
@@ -135,12 +61,6 @@ static void write_file(const char *dir, const char *name, const char *text)
 
 static int group_setup(void **state)
 {
-    const char *src = getenv("REFEREE_SOURCE_DIR");
-    char script[512], line[256] = "";
-    int fds[2];
-    FILE *out;
-
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     snprintf(sim_data, sizeof(sim_data), "/tmp/rf-zoho-sim-XXXXXX");
     assert_non_null(mkdtemp(sim_data));
     write_file(sim_data, "users.json",
@@ -148,39 +68,17 @@ static int group_setup(void **state)
                "\"email\":\"ana@org.example\"},"
                "{\"id\":\"4876000000000000012\",\"name\":\"Ben Ode\","
                "\"email\":\"ben@org.example\"}]");
-    snprintf(script, sizeof(script), "%s/tests/zoho_sim/zoho_sim.py",
-             src ? src : REFEREE_SOURCE_DIR);
-    assert_int_equal(pipe(fds), 0);
-    sim_pid = fork();
-    assert_true(sim_pid >= 0);
-    if (sim_pid == 0) {
-        dup2(fds[1], 1);
-        close(fds[0]);
-        close(fds[1]);
-        execlp("python3", "python3", script, "--port", "0", "--data", sim_data,
-               (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    out = fdopen(fds[0], "r");
-    assert_non_null(fgets(line, sizeof(line), out));
-    assert_int_equal(
-        sscanf(line, "listening on http://127.0.0.1:%u", &sim_port), 1);
-    fclose(out);
-    snprintf(sim_base, sizeof(sim_base), "http://127.0.0.1:%u", sim_port);
+    sim_start(sim_data);
     return 0;
 }
 
 static int group_teardown(void **state)
 {
     char cmd[128];
-    int status;
 
-    kill(sim_pid, SIGTERM);
-    waitpid(sim_pid, &status, 0);
+    sim_stop();
     snprintf(cmd, sizeof(cmd), "rm -rf %s", sim_data);
     assert_int_equal(system(cmd), 0);
-    curl_global_cleanup();
     return 0;
 }
 
@@ -303,40 +201,8 @@ static int teardown(void **state)
     return 0;
 }
 
-/* The simulator's client of a data centre: 1000.SIM<DC>. */
-struct client {
-    char id[32];
-    char secret[64];
-    char refresh[128];
-};
-
-static void client_of(const char *dc, struct client *c)
-{
-    cJSON *all = sim("GET", "/_sim/clients", NULL), *cl;
-    char want[32];
-    int found = 0;
-
-    snprintf(want, sizeof(want), "1000.SIM%c%c", dc[0] - 32, dc[1] - 32);
-    cJSON_ArrayForEach(cl, cJSON_GetObjectItem(all, "clients"))
-    {
-        if (strcmp(cJSON_GetObjectItem(cl, "client_id")->valuestring, want) ==
-            0) {
-            snprintf(c->id, sizeof(c->id), "%s", want);
-            snprintf(c->secret, sizeof(c->secret), "%s",
-                     cJSON_GetObjectItem(cl, "client_secret")->valuestring);
-            snprintf(
-                c->refresh, sizeof(c->refresh), "%s",
-                cJSON_GetArrayItem(cJSON_GetObjectItem(cl, "refresh_tokens"), 0)
-                    ->valuestring);
-            found = 1;
-        }
-    }
-    cJSON_Delete(all);
-    assert_true(found);
-}
-
 static char accounts_buf[128], api_buf[128];
-static struct client cli_buf;
+static struct sim_client cli_buf;
 
 /* Settings for client `client_dc`, talking to data centre `dc`. */
 static struct rf_zoho_settings settings_for(const char *client_dc,
@@ -344,7 +210,7 @@ static struct rf_zoho_settings settings_for(const char *client_dc,
 {
     struct rf_zoho_settings s = {0};
 
-    client_of(client_dc, &cli_buf);
+    sim_client_of(client_dc, &cli_buf);
     snprintf(accounts_buf, sizeof(accounts_buf), "%s/%s/accounts", sim_base,
              dc);
     s.tenant = "t1";
@@ -998,7 +864,7 @@ static void test_concurrency_limit_held(void **state)
     rf_zoho_stats(zc, &st);
     assert_int_equal(st.max_in_flight, 3);
     lim = sim("GET", "/_sim/limits", NULL);
-    assert_int_equal(num_at(lim, rej), 0); /* Zoho never had to refuse */
+    assert_int_equal(sim_num_at(lim, rej), 0); /* Zoho never had to refuse */
     cJSON_Delete(lim);
     assert_int_equal(status_count("429"), 0);
 }
@@ -1026,7 +892,7 @@ static void test_credit_budget_refused_locally(void **state)
     assert_int_equal(st.credits_used, 5);
     assert_int_equal(st.credits_budget, 5);
     lim = sim("GET", "/_sim/limits", NULL);
-    assert_int_equal(num_at(lim, used), 5);
+    assert_int_equal(sim_num_at(lim, used), 5);
     cJSON_Delete(lim);
 
     /* Usage is saved: a restart still knows the day is spent. */
