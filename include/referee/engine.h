@@ -27,6 +27,8 @@ struct rf_engine_opts {
     struct rf_tenant_env env;  /* plugin path, default limits */
     const char *ca_file;       /* extra CAs for http.request; may be NULL */
     unsigned wall_ms;          /* longest a hook call may take; 0: 30 s */
+    int quiet_failures;        /* do not log failed calls (the caller
+                                  prints their errors itself) */
 };
 
 /* The outcome of one hook call, borrowed for the done callback only. */
@@ -59,8 +61,15 @@ struct rf_engine *rf_engine_new(const struct rf_engine_opts *opts);
 int rf_engine_load(struct rf_engine *e, const char *dir, const char *id,
                    char *err, size_t errlen);
 
+/* Forgets the tenant's current version (freed after the last call on it)
+ * and closes its Zoho connection: its folder is gone. Calls for it are
+ * then refused with RF_ENOTFOUND until it is loaded again. Unknown ids are
+ * ignored. */
+void rf_engine_unload(struct rf_engine *e, const char *id);
+
 /* Loads every tenant folder under `dir`; failures are logged and counted,
- * not fatal. Returns how many loaded. */
+ * not fatal (a tenant that had a version keeps it). Tenants whose folder
+ * is gone are unloaded. Returns how many loaded. */
 size_t rf_engine_load_dir(struct rf_engine *e, const char *dir);
 
 /* Runs hook `hook` of `tenant` with the JSON `input` (one argument; an
@@ -72,8 +81,9 @@ int rf_engine_call(struct rf_engine *e, const char *tenant, const char *hook,
                    rf_engine_done_cb done, void *arg);
 
 /* As rf_engine_call, with the input already parsed (borrowed for the
- * call). Saves printing and parsing JSON text when the caller has a cJSON
- * tree, as the Zoho sync does for every record. */
+ * call), and the answer only as res->value (res->json is "null"). Saves
+ * printing and parsing JSON text when the caller works on cJSON trees, as
+ * the Zoho sync does for every record. */
 int rf_engine_call_value(struct rf_engine *e, const char *tenant,
                          const char *hook, const cJSON *input,
                          const char *event, rf_engine_done_cb done, void *arg);
@@ -110,7 +120,9 @@ struct rf_store *rf_engine_store(const struct rf_engine *e);
 struct rf_writer *rf_engine_writer(const struct rf_engine *e);
 uv_loop_t *rf_engine_loop(const struct rf_engine *e);
 
-/* Calls fn for every loaded tenant id. */
+/* Calls fn for every tenant id the engine has seen, including unloaded
+ * ones (for which rf_engine_tenant() is NULL), so that followers such as
+ * the Zoho sync can drop what they hold for them. */
 void rf_engine_each(const struct rf_engine *e,
                     void (*fn)(const char *tenant, void *arg), void *arg);
 

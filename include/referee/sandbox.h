@@ -24,6 +24,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <lua.h>
 
@@ -66,6 +67,11 @@ size_t rf_sandbox_mem_used(const struct rf_sandbox *sb);
  * the script stopped at an arbitrary instruction, so its globals may be
  * inconsistent. Stays true until the sandbox is freed. */
 bool rf_sandbox_tainted(const struct rf_sandbox *sb);
+
+/* Writes "src:line:" of the innermost Lua function at or above stack level
+ * `level` of `L` (a running or suspended thread) into buf, or an empty
+ * string when there is none. For messages about where a script stopped. */
+void rf_sandbox_where(lua_State *L, int level, char *buf, size_t len);
 
 /* Raises the limit error in `L` (a thread of a sandbox) when the running
  * call has exceeded its CPU budget or memory cap; returns otherwise. Count
@@ -118,5 +124,11 @@ int rf_sandbox_pcall_thread(struct rf_sandbox *sb, lua_State *L, int nargs,
  * or -errno (CPU timer). `co` is borrowed; the caller keeps it anchored. */
 int rf_sandbox_resume(struct rf_sandbox *sb, lua_State *co, int nargs,
                       int *nresults, char *err, size_t errlen);
+
+/* CPU time the last call or resume used, in nanoseconds, as measured by
+ * its budget timer (the whole budget when the budget ran out). Valid only
+ * right after that call returned, on the same thread: the timer keeps
+ * counting the thread's CPU time until the next call re-arms it. */
+uint64_t rf_sandbox_last_cpu_ns(const struct rf_sandbox *sb);
 
 #endif

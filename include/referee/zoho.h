@@ -12,7 +12,7 @@
  *
  * Higher-level calls (records, search, writes, polling, Watch channels) are
  * in zoho_records.h, zoho_poll.h and zoho_watch.h; date-times and criteria
- * in zoho_time.h.
+ * in zoho_text.h.
  *
  * Caveats: every function here runs on the loop thread only. Close each
  * connection (rf_zoho_close, then let the loop run until its callback) before

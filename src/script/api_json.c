@@ -13,7 +13,6 @@
 #define ARRAY_MT "rf.json.array"
 #define OBJECT_MT "rf.json.object"
 #define GUARD_MT "rf.json.guard"
-#define DEPTH_MAX 100
 #define SAFE_DIGITS 15
 
 /* Holds heap memory while Lua calls that may raise run; __gc frees it. */
@@ -184,14 +183,17 @@ int rf_api_push_json(lua_State *L, const cJSON *v)
                         arr ? 0 : cJSON_GetArraySize(v));
         luaL_setmetatable(L, arr ? ARRAY_MT : OBJECT_MT);
         for (const cJSON *c = v->child; c; c = c->next) {
+            if (!arr) {
+                lua_pushstring(L, c->string);
+            }
             if (rf_api_push_json(L, c) != 0) {
-                lua_pop(L, 1);
+                lua_pop(L, arr ? 1 : 2);
                 return -1;
             }
             if (arr) {
                 lua_rawseti(L, -2, i++);
             } else {
-                lua_setfield(L, -2, c->string);
+                lua_rawset(L, -3); /* no metamethod runs */
             }
         }
     } else {
@@ -312,7 +314,7 @@ static cJSON *to_json(struct enc *e, int idx, int depth)
     lua_State *L = e->L;
     int kind;
 
-    if (depth > DEPTH_MAX || !lua_checkstack(L, 6)) {
+    if (depth > RF_API_JSON_DEPTH_MAX || !lua_checkstack(L, 6)) {
         return fail(e, "nested deeper than 100 levels (a cycle?)");
     }
     switch (lua_type(L, idx)) {

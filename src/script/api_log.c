@@ -3,31 +3,46 @@
 #include "referee/log.h"
 #include "referee/script_api.h"
 
+#include <string.h>
+
 #include <lauxlib.h>
 
 #define CTX_KEY "rf.log.ctx"
 
+/* The tagging context of the running call, kept in one userdata per state
+ * so that setting it for each call allocates nothing. */
+struct log_ctx {
+    char tenant[72];
+    char hook[64];
+    char event[48];
+};
+
+static void copy(char *dst, size_t n, const char *src)
+{
+    size_t len = src ? strlen(src) : 0;
+
+    len = len < n - 1 ? len : n - 1;
+    memcpy(dst, src ? src : "", len);
+    dst[len] = '\0';
+}
+
 void rf_api_set_context(lua_State *L, const char *tenant, const char *hook,
                         const char *event)
 {
-    lua_createtable(L, 0, 3);
-    lua_pushstring(L, tenant);
-    lua_setfield(L, -2, "tenant");
-    lua_pushstring(L, hook);
-    lua_setfield(L, -2, "hook");
-    lua_pushstring(L, event);
-    lua_setfield(L, -2, "event");
-    lua_setfield(L, LUA_REGISTRYINDEX, CTX_KEY);
-}
+    struct log_ctx *ctx;
 
-static const char *ctx_field(lua_State *L, const char *name)
-{
-    const char *v;
-
-    lua_getfield(L, -1, name);
-    v = lua_tostring(L, -1); /* stays valid: the table holds it */
+    if (lua_getfield(L, LUA_REGISTRYINDEX, CTX_KEY) == LUA_TUSERDATA) {
+        ctx = lua_touserdata(L, -1);
+    } else {
+        lua_pop(L, 1);
+        ctx = lua_newuserdatauv(L, sizeof(*ctx), 0);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, LUA_REGISTRYINDEX, CTX_KEY);
+    }
     lua_pop(L, 1);
-    return v;
+    copy(ctx->tenant, sizeof(ctx->tenant), tenant);
+    copy(ctx->hook, sizeof(ctx->hook), hook);
+    copy(ctx->event, sizeof(ctx->event), event);
 }
 
 /* log.X(fmt, ...): formats like string.format, then logs. */
@@ -47,10 +62,12 @@ static int write_line(lua_State *L, enum rf_log_level level)
         lua_call(L, n, 1);
     }
     msg = luaL_tolstring(L, 1, NULL);
-    if (lua_getfield(L, LUA_REGISTRYINDEX, CTX_KEY) == LUA_TTABLE) {
-        tenant = ctx_field(L, "tenant");
-        hook = ctx_field(L, "hook");
-        event = ctx_field(L, "event");
+    if (lua_getfield(L, LUA_REGISTRYINDEX, CTX_KEY) == LUA_TUSERDATA) {
+        const struct log_ctx *ctx = lua_touserdata(L, -1);
+
+        tenant = ctx->tenant[0] ? ctx->tenant : NULL;
+        hook = ctx->hook[0] ? ctx->hook : NULL;
+        event = ctx->event[0] ? ctx->event : NULL;
     }
     rf_log_write(level, "script",
                  RF_F("tenant", tenant, "hook", hook, "event", event), "%s",
@@ -90,6 +107,17 @@ int rf_api_open_log(lua_State *L)
     return 1;
 }
 
+void rf_api_publish(lua_State *L, const char *name)
+{
+    if (lua_getglobal(L, name) == LUA_TTABLE) {
+        luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+        lua_pushvalue(L, -2);
+        lua_setfield(L, -2, name);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
 void rf_api_open_sync(lua_State *L)
 {
     rf_api_open_json(L);
@@ -100,4 +128,8 @@ void rf_api_open_sync(lua_State *L)
     lua_setglobal(L, "time");
     rf_api_open_log(L);
     lua_setglobal(L, "log");
+    rf_api_publish(L, "json");
+    rf_api_publish(L, "crypto");
+    rf_api_publish(L, "time");
+    rf_api_publish(L, "log");
 }

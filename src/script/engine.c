@@ -23,7 +23,7 @@
 #define SWEEP_MS 100
 #define DEFAULT_WALL_MS 30000
 #define DEFAULT_CPU_MS 50
-#define CALLS_KEY "rf.calls"
+#define IDLE_MAX 16 /* finished coroutines kept per version for reuse */
 #define ERR_MAX 2048
 
 /* One loaded version of a tenant's script. */
@@ -33,6 +33,8 @@ struct version {
     int table_ref; /* the returned settings table, in the registry */
     int calls;     /* calls running on this version */
     int retired;   /* replaced; freed when the last call ends */
+    int idle[IDLE_MAX]; /* registry refs of finished coroutines to reuse */
+    int nidle;
 };
 
 struct tenant_rt {
@@ -56,6 +58,7 @@ struct rf_call {
     int refs;
     int waiting;
     int finished;
+    int want_text; /* the caller reads res->json (rf_engine_call) */
     uint64_t deadline;
     uint64_t cpu_ns;
     char hook[64];
@@ -148,8 +151,6 @@ static int load_version(struct rf_engine *e, const char *dir, const char *id,
     }
     L = rf_sandbox_state(v->sb);
     v->table_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* pops the table */
-    lua_newtable(L);
-    lua_setfield(L, LUA_REGISTRYINDEX, CALLS_KEY);
     *out = v;
     return 0;
 }
@@ -232,8 +233,35 @@ void rf_engine_each(const struct rf_engine *e,
     }
 }
 
-int rf_engine_load(struct rf_engine *e, const char *dir, const char *id,
-                   char *err, size_t errlen)
+/* Logs what putting version v in place of t->cur means: the first load
+ * of a removed tenant, a rebuild or reload of the same version, or a
+ * switch to a new one. */
+static void log_install(const struct tenant_rt *t, const struct version *v,
+                        int rebuild)
+{
+    const char *nv = v->settings->version;
+    const char *ov = t->cur ? t->cur->settings->version : NULL;
+
+    if (ov == NULL) {
+        rf_log_info("script", RF_F("tenant", t->id, "version", nv),
+                    "loaded again");
+    } else if (strcmp(ov, nv) != 0) {
+        rf_log_info("script", RF_F("tenant", t->id, "old", ov, "new", nv),
+                    "switched to the new version");
+    } else if (rebuild) {
+        rf_log_info("script", RF_F("tenant", t->id, "version", nv),
+                    "rebuilt the script state after a limit hit");
+    } else {
+        rf_log_debug("script", RF_F("tenant", t->id, "version", nv),
+                     "reloaded; the version is unchanged");
+    }
+}
+
+/* Loads the tenant's files and puts the new version in place: for a
+ * reload, or (`rebuild`) to replace a state a limit may have left
+ * inconsistent. */
+static int install(struct rf_engine *e, const char *dir, const char *id,
+                   int rebuild, char *err, size_t errlen)
 {
     struct tenant_rt *t = find_tenant(e, id);
     struct version *v = NULL;
@@ -260,15 +288,33 @@ int rf_engine_load(struct rf_engine *e, const char *dir, const char *id,
         e->buckets[b] = t;
     } else {
         e->stats.reloads++;
-        rf_log_info("script",
-                    RF_F("tenant", id, "old", t->cur->settings->version,
-                         "new", v->settings->version),
-                    "switched to the new version");
+        log_install(t, v, rebuild);
     }
     retire(t->cur);
     t->cur = v;
     zoho_follow(e, t);
     return 0;
+}
+
+int rf_engine_load(struct rf_engine *e, const char *dir, const char *id,
+                   char *err, size_t errlen)
+{
+    return install(e, dir, id, 0, err, errlen);
+}
+
+void rf_engine_unload(struct rf_engine *e, const char *id)
+{
+    struct tenant_rt *t = find_tenant(e, id);
+
+    if (t == NULL || t->cur == NULL) {
+        return;
+    }
+    rf_zoho_close(t->zoho, NULL, NULL);
+    t->zoho = NULL;
+    t->zoho_conn[0] = '\0';
+    retire(t->cur); /* freed after the last call on it */
+    t->cur = NULL;
+    rf_log_debug("script", RF_F("tenant", id), "unloaded");
 }
 
 size_t rf_engine_load_dir(struct rf_engine *e, const char *dir)
@@ -283,17 +329,18 @@ size_t rf_engine_load_dir(struct rf_engine *e, const char *dir)
     }
     while ((ent = readdir(d)) != NULL) {
         char path[4096], err[ERR_MAX];
-        struct stat st;
 
-        if (!rf_tenant_id_valid(ent->d_name, strlen(ent->d_name))) {
+        if (!rf_tenant_id_valid(ent->d_name, strlen(ent->d_name)) ||
+            !rf_tenant_folder_exists(dir, ent->d_name)) {
             continue;
         }
         snprintf(path, sizeof(path), "%s/%s", dir, ent->d_name);
-        if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
-            continue;
-        }
         if (rf_engine_load(e, path, ent->d_name, err, sizeof(err)) == 0) {
             n++;
+        } else if (rf_engine_tenant(e, ent->d_name) != NULL) {
+            /* The registry logged it; this thread keeps the old version. */
+            rf_log_debug("script", RF_F("tenant", ent->d_name),
+                         "kept the previous version");
         } else {
             err[strcspn(err, "\n")] = '\0';
             rf_log_error("script", RF_F("tenant", ent->d_name),
@@ -301,6 +348,14 @@ size_t rf_engine_load_dir(struct rf_engine *e, const char *dir)
         }
     }
     closedir(d);
+    /* Tenants whose folder is gone are forgotten, as the registry does. */
+    for (int b = 0; b < BUCKETS; b++) {
+        for (struct tenant_rt *t = e->buckets[b]; t; t = t->next) {
+            if (t->cur != NULL && !rf_tenant_folder_exists(dir, t->id)) {
+                rf_engine_unload(e, t->id);
+            }
+        }
+    }
     return n;
 }
 
@@ -309,18 +364,10 @@ const struct rf_tenant *rf_engine_tenant(const struct rf_engine *e,
 {
     const struct tenant_rt *t = find_tenant(e, id);
 
-    return t ? t->cur->settings : NULL;
+    return t && t->cur ? t->cur->settings : NULL;
 }
 
 /* --- calls ---------------------------------------------------------------- */
-
-static uint64_t thread_cpu_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static unsigned cpu_budget_ms(const struct rf_call *c)
 {
@@ -377,18 +424,16 @@ const struct rf_tenant *rf__call_tenant(struct rf_call *c)
     return c->v->settings;
 }
 
+/* A hook's coroutine keeps its call in the thread's extra space; every
+ * other thread (the main one, those a script makes) has NULL there. */
+static struct rf_call **call_slot(lua_State *L)
+{
+    return (struct rf_call **)lua_getextraspace(L);
+}
+
 struct rf_call *rf__call_of(lua_State *L)
 {
-    struct rf_call *c = NULL;
-
-    if (lua_getfield(L, LUA_REGISTRYINDEX, CALLS_KEY) == LUA_TTABLE) {
-        lua_pushthread(L);
-        lua_rawget(L, -2);
-        c = lua_touserdata(L, -1);
-        lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
-    return c;
+    return *call_slot(L);
 }
 
 struct rf_call *rf__call_check(lua_State *L, const char *fn)
@@ -435,17 +480,18 @@ static void finish(struct rf_call *c, int rc, const char *error,
 
     c->finished = 1;
     unlink_call(c);
-    if (lua_getfield(L, LUA_REGISTRYINDEX, CALLS_KEY) == LUA_TTABLE) {
-        lua_pushthread(c->co);
-        lua_xmove(c->co, L, 1);
-        lua_pushnil(L);
-        lua_rawset(L, -3);
+    *call_slot(c->co) = NULL;
+    /* A coroutine that ended well is reset and kept for the next call,
+     * which saves making a thread per call; others are let go. */
+    if (rc == 0 && v->nidle < IDLE_MAX && lua_status(c->co) == LUA_OK &&
+        lua_resetthread(c->co) == LUA_OK) {
+        v->idle[v->nidle++] = c->co_ref;
+    } else {
+        luaL_unref(L, LUA_REGISTRYINDEX, c->co_ref);
     }
-    lua_pop(L, 1);
-    luaL_unref(L, LUA_REGISTRYINDEX, c->co_ref);
     c->e->stats.failures += rc != 0;
     c->e->stats.limit_hits += rc == RF_ELIMIT;
-    if (rc != 0) {
+    if (rc != 0 && !c->e->o.quiet_failures) {
         rf_log_warn("script",
                     RF_F("tenant", c->t->id, "hook", c->hook, "event",
                          c->event[0] ? c->event : NULL, "version",
@@ -465,28 +511,52 @@ static void rebuild(struct rf_engine *e, struct tenant_rt *t)
 {
     char err[ERR_MAX];
 
-    if (rf_engine_load(e, t->dir, t->id, err, sizeof(err)) != 0) {
+    if (install(e, t->dir, t->id, 1, err, sizeof(err)) != 0) {
         err[strcspn(err, "\n")] = '\0';
         rf_log_error("script", RF_F("tenant", t->id),
                      "cannot rebuild after a limit: %s", err);
     }
 }
 
+/* Writes "src:line: " of the line where the call's hook is defined, or
+ * an empty string. */
+static void hook_where(struct rf_call *c, char *buf, size_t len)
+{
+    lua_State *L = rf_sandbox_state(c->v->sb);
+    lua_Debug ar;
+
+    buf[0] = '\0';
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->v->table_ref);
+    if (rf_reader_get(L, -1, c->hook) != LUA_TFUNCTION) {
+        lua_pop(L, 2);
+        return;
+    }
+    if (lua_getinfo(L, ">S", &ar) && ar.linedefined > 0) { /* pops it */
+        snprintf(buf, len, "%s:%d: ", ar.short_src, ar.linedefined);
+    }
+    lua_pop(L, 1);
+}
+
 /* The hook returned: its first value becomes JSON. */
 static void finish_ok(struct rf_call *c, int nres)
 {
-    char err[200];
+    char why[200], at[LUA_IDSIZE + 16], err[ERR_MAX];
     cJSON *v = NULL;
     char *text = NULL;
 
     if (nres > 0) {
-        v = rf_api_to_json(c->co, -nres, err, sizeof(err));
+        v = rf_api_to_json(c->co, -nres, why, sizeof(why));
         if (v == NULL) {
             lua_pop(c->co, nres);
+            hook_where(c, at, sizeof(at));
+            snprintf(err, sizeof(err),
+                     "%shook '%s' returned a value that cannot be encoded "
+                     "as JSON: %s",
+                     at, c->hook, why);
             finish(c, RF_ESCRIPT, err, NULL, NULL);
             return;
         }
-        text = cJSON_PrintUnformatted(v);
+        text = c->want_text ? cJSON_PrintUnformatted(v) : NULL;
     }
     lua_pop(c->co, nres);
     finish(c, 0, NULL, text, v);
@@ -505,14 +575,15 @@ void rf__call_resume(struct rf_call *c, int nres)
     struct tenant_rt *t = c->t;
     struct rf_engine *e = c->e;
     char err[ERR_MAX];
-    uint64_t start;
     int rc, n = 0, tainted;
 
     c->waiting = 0;
     set_context(c);
-    start = thread_cpu_ns();
     rc = rf_sandbox_resume(c->v->sb, c->co, nres, &n, err, sizeof(err));
-    c->cpu_ns += thread_cpu_ns() - start;
+    if (rc == RF_SANDBOX_YIELDED) {
+        /* The budget covers the whole call, across its waits. */
+        c->cpu_ns += rf_sandbox_last_cpu_ns(c->v->sb);
+    }
     tainted = rf_sandbox_tainted(c->v->sb) && t->cur == c->v;
     if (rc == RF_SANDBOX_YIELDED && !c->waiting) {
         finish(c, RF_ESCRIPT, "the hook yielded on its own (coroutine.yield "
@@ -520,8 +591,13 @@ void rf__call_resume(struct rf_call *c, int nres)
                NULL, NULL);
     } else if (rc == RF_SANDBOX_YIELDED &&
                c->cpu_ns > (uint64_t)cpu_budget_ms(c) * 1000000u) {
-        snprintf(err, sizeof(err), "cpu budget of %u ms exceeded",
-                 cpu_budget_ms(c));
+        char at[LUA_IDSIZE + 16];
+
+        rf_sandbox_where(c->co, 0, at, sizeof(at)); /* where it waits */
+        snprintf(err, sizeof(err),
+                 "%s%scpu budget of %u ms exceeded (the CPU time of the "
+                 "hook's running stretches between waits, summed)",
+                 at, at[0] ? " " : "", cpu_budget_ms(c));
         finish(c, RF_ELIMIT, err, NULL, NULL);
     } else if (rc == 0) {
         finish_ok(c, n);
@@ -575,8 +651,15 @@ static int prepare(struct rf_call *c, const cJSON *input, char *err,
     lua_State *L = rf_sandbox_state(c->v->sb);
     int nargs;
 
-    c->co = lua_newthread(L);
-    c->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (c->v->nidle > 0) {
+        c->co_ref = c->v->idle[--c->v->nidle];
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->co_ref);
+        c->co = lua_tothread(L, -1);
+        lua_pop(L, 1);
+    } else {
+        c->co = lua_newthread(L);
+        c->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->v->table_ref);
     rf_reader_get(L, -1, c->hook);
     lua_xmove(L, c->co, 1);
@@ -586,12 +669,7 @@ static int prepare(struct rf_call *c, const cJSON *input, char *err,
         luaL_unref(L, LUA_REGISTRYINDEX, c->co_ref);
         return -1;
     }
-    lua_getfield(L, LUA_REGISTRYINDEX, CALLS_KEY);
-    lua_pushthread(c->co);
-    lua_xmove(c->co, L, 1);
-    lua_pushlightuserdata(L, c);
-    lua_rawset(L, -3);
-    lua_pop(L, 1);
+    *call_slot(c->co) = c;
     return nargs;
 }
 
@@ -631,9 +709,9 @@ int rf_engine_native(struct rf_engine *e, const char *name,
     return 0;
 }
 
-int rf_engine_call_value(struct rf_engine *e, const char *tenant,
-                         const char *hook, const cJSON *input,
-                         const char *event, rf_engine_done_cb done, void *arg)
+static int call(struct rf_engine *e, const char *tenant, const char *hook,
+                const cJSON *input, const char *event, int want_text,
+                rf_engine_done_cb done, void *arg)
 {
     struct tenant_rt *t = find_tenant(e, tenant);
     const struct native *nat = hook[0] == '@' ? find_native(e, hook) : NULL;
@@ -641,7 +719,7 @@ int rf_engine_call_value(struct rf_engine *e, const char *tenant,
     struct rf_call *c;
     int nargs;
 
-    if (t == NULL) {
+    if (t == NULL || t->cur == NULL) {
         refuse(done, arg, RF_ENOTFOUND, "no such tenant");
         return 0;
     }
@@ -660,7 +738,7 @@ int rf_engine_call_value(struct rf_engine *e, const char *tenant,
         return RF_ENOMEM;
     }
     *c = (struct rf_call){.e = e, .t = t, .v = t->cur, .done = done,
-                          .arg = arg, .refs = 1};
+                          .arg = arg, .refs = 1, .want_text = want_text};
     snprintf(c->hook, sizeof(c->hook), "%s", hook);
     snprintf(c->event, sizeof(c->event), "%s", event ? event : "");
     c->deadline = uv_now(e->o.loop) +
@@ -683,6 +761,13 @@ int rf_engine_call_value(struct rf_engine *e, const char *tenant,
     return 0;
 }
 
+int rf_engine_call_value(struct rf_engine *e, const char *tenant,
+                         const char *hook, const cJSON *input,
+                         const char *event, rf_engine_done_cb done, void *arg)
+{
+    return call(e, tenant, hook, input, event, 0, done, arg);
+}
+
 int rf_engine_call(struct rf_engine *e, const char *tenant, const char *hook,
                    const char *input, size_t len, const char *event,
                    rf_engine_done_cb done, void *arg)
@@ -698,7 +783,7 @@ int rf_engine_call(struct rf_engine *e, const char *tenant, const char *hook,
             return 0;
         }
     }
-    rc = rf_engine_call_value(e, tenant, hook, v, event, done, arg);
+    rc = call(e, tenant, hook, v, event, 1, done, arg);
     cJSON_Delete(v);
     return rc;
 }
@@ -793,4 +878,8 @@ void rf_api_open_async(lua_State *L)
 {
     rf__api_open_http(L);
     rf__api_open_store(L);
+    rf__api_open_crm(L);
+    rf_api_publish(L, "http");
+    rf_api_publish(L, "store");
+    rf_api_publish(L, "crm");
 }

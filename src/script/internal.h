@@ -6,6 +6,7 @@
 #include "referee/sandbox.h"
 
 #include <signal.h>
+#include <stdint.h>
 #include <stdnoreturn.h>
 
 #include <lua.h>
@@ -85,8 +86,13 @@ void rf__sandbox_expire(struct rf_sandbox *sb, int limit);
  * RF_EBUSY (another sandbox's call runs on this thread) or -errno. */
 int rf__sandbox_budget_start(struct rf_sandbox *sb);
 
-/* Disarms the timer armed by rf__sandbox_budget_start(). */
+/* Ends the budget of the current call (the timer runs on until the next
+ * start re-arms it; a late expiry finds no call and is ignored). */
 void rf__sandbox_budget_stop(struct rf_sandbox *sb);
+
+/* CPU time used since the budget was last armed (right after a call:
+ * what that call used). */
+uint64_t rf__sandbox_budget_used_ns(const struct rf_sandbox *sb);
 
 /* Adds `T` to the chain of threads that get the limit hook. Returns 0 or
  * RF_ELIMIT when the chain is full. */

@@ -150,6 +150,11 @@ struct rf_sandbox *rf_sandbox_new(const struct rf_sandbox_limits *limits,
         sb->mem_reserve = RESERVE_MAX;
     }
     sb->L = lua_newstate(sb_alloc, sb);
+    if (sb->L != NULL) {
+        /* Threads copy the main thread's extra space, which the host uses
+         * to find a thread's hook call: it starts empty. */
+        memset(lua_getextraspace(sb->L), 0, LUA_EXTRASPACE);
+    }
     if (sb->L == NULL) {
         goto fail;
     }
@@ -184,6 +189,11 @@ lua_State *rf_sandbox_state(struct rf_sandbox *sb)
 size_t rf_sandbox_mem_used(const struct rf_sandbox *sb)
 {
     return sb->mem_used;
+}
+
+void rf_sandbox_where(lua_State *L, int level, char *buf, size_t len)
+{
+    rf__sandbox_where(L, level, buf, len);
 }
 
 void rf_sandbox_check(lua_State *L)
@@ -370,6 +380,14 @@ static int report(struct rf_sandbox *sb, lua_State *L, int status, char *err,
             strstr(lua_tostring(L, idx), text) != NULL) {
             out_add(&o, "%s", lua_tostring(L, idx));
         } else {
+            /* A memory error skips the message handler; the failed
+             * coroutine's frame (recorded by trace_thread) says where. */
+            lua_rawgetp(L, LUA_REGISTRYINDEX, &where_key);
+            if (lua_type(L, -1) == LUA_TSTRING &&
+                *lua_tostring(L, -1) != '\0') {
+                out_add(&o, "%s ", lua_tostring(L, -1));
+            }
+            lua_pop(L, 1);
             out_add(&o, "%s", text);
         }
         rc = RF_ELIMIT;
@@ -487,6 +505,19 @@ out:
     return buf;
 }
 
+/* Prefixes a limit message that carries no location with the file: a
+ * memory error unwinds the stack before any handler can see the line. */
+static void name_file(const char *path, char *err, size_t errlen)
+{
+    char *copy = strdup(err);
+
+    if (copy != NULL) {
+        snprintf(err, errlen, "%s: %s while running the file", path,
+                 copy);
+        free(copy);
+    }
+}
+
 int rf_sandbox_run_file(struct rf_sandbox *sb, const char *path, char *err,
                         size_t errlen)
 {
@@ -507,7 +538,12 @@ int rf_sandbox_run_file(struct rf_sandbox *sb, const char *path, char *err,
     if (rc != 0) {
         return rc;
     }
-    return rf_sandbox_pcall(sb, 0, 1, err, errlen);
+    rc = rf_sandbox_pcall(sb, 0, 1, err, errlen);
+    if (rc == RF_ELIMIT && err != NULL && errlen > 0 &&
+        strcspn(err, ":\n") == strcspn(err, "\n")) {
+        name_file(path, err, errlen);
+    }
+    return rc;
 }
 
 /* Records that the host runs thread T (see rf__sandbox_mark_host). Runs
@@ -679,4 +715,9 @@ int rf_sandbox_resume(struct rf_sandbox *sb, lua_State *co, int nargs,
     rf__sandbox_pop_thread(sb, sb->ncalls == 1);
     call_leave(sb);
     return rc;
+}
+
+uint64_t rf_sandbox_last_cpu_ns(const struct rf_sandbox *sb)
+{
+    return rf__sandbox_budget_used_ns(sb);
 }

@@ -21,8 +21,6 @@ int rf_audit_put(MDB_txn *txn, const struct rf_store *st, const char *tenant,
 {
     unsigned char key[RF_TENANT_ID_MAX + 1 + 8];
     uint64_t seq;
-    char *text;
-    MDB_val k, v;
     int rc = rf_store_next_seq(txn, st, "audit_seq", &seq);
 
     if (rc != 0) {
@@ -32,19 +30,12 @@ int rf_audit_put(MDB_txn *txn, const struct rf_store *st, const char *tenant,
     cJSON_DeleteItemFromObjectCaseSensitive(entry, "at");
     cJSON_DeleteItemFromObjectCaseSensitive(entry, "kind");
     if (!cJSON_AddNumberToObject(entry, "seq", (double)seq) ||
-        !cJSON_AddNumberToObject(entry, "at", (double)at_ms / 1000.0) ||
-        !cJSON_AddStringToObject(entry, "kind", kind) ||
-        (text = cJSON_PrintUnformatted(entry)) == NULL) {
+        !cJSON_AddNumberToObject(entry, "at", (double)(at_ms / 1000)) ||
+        !cJSON_AddStringToObject(entry, "kind", kind)) {
         return RF_ENOMEM;
     }
-    k.mv_size = audit_key(key, tenant, seq);
-    k.mv_data = key;
-    v.mv_size = strlen(text);
-    v.mv_data = text;
-    rc = rf_store_rc(
-        mdb_put(txn, rf_store_dbi(st, RF_DB_AUDIT), &k, &v, MDB_APPEND));
-    cJSON_free(text);
-    return rc;
+    return rf_store_put_json(txn, rf_store_dbi(st, RF_DB_AUDIT), key,
+                             audit_key(key, tenant, seq), entry, 0);
 }
 
 int rf_audit_each(MDB_txn *txn, const struct rf_store *st, const char *tenant,

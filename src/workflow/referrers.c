@@ -14,21 +14,40 @@
 #define CODE_TRIES 8
 #define KEY_MAX (RF_TENANT_ID_MAX + 1 + 64)
 
+/* Random bytes are drawn from OpenSSL in blocks: one RAND_bytes call per
+ * some twenty codes rather than one per code. */
+static _Thread_local struct {
+    unsigned char buf[256];
+    size_t used;
+} pool = {.used = sizeof(pool.buf)};
+
+static int random_byte(unsigned char *out)
+{
+    if (pool.used == sizeof(pool.buf)) {
+        if (RAND_bytes(pool.buf, sizeof(pool.buf)) != 1) {
+            return RF_EIO;
+        }
+        pool.used = 0;
+    }
+    *out = pool.buf[pool.used];
+    pool.buf[pool.used++] = 0; /* not left behind in memory */
+    return 0;
+}
+
 int rf_code_new(char out[RF_CODE_LEN + 1])
 {
     /* Bytes of 240 and above are dropped so that every character is
      * equally likely (240 = 8 x 30). */
-    unsigned char buf[32];
     size_t n = 0;
 
     while (n < RF_CODE_LEN) {
-        if (RAND_bytes(buf, sizeof(buf)) != 1) {
+        unsigned char b;
+
+        if (random_byte(&b) != 0) {
             return RF_EIO;
         }
-        for (size_t i = 0; i < sizeof(buf) && n < RF_CODE_LEN; i++) {
-            if (buf[i] < 240) {
-                out[n++] = RF_CODE_ALPHABET[buf[i] % ALPHABET_LEN];
-            }
+        if (b < 240) {
+            out[n++] = RF_CODE_ALPHABET[b % ALPHABET_LEN];
         }
     }
     out[RF_CODE_LEN] = '\0';
@@ -145,19 +164,8 @@ static int set_string(cJSON *o, const char *name, const char *value)
 static int put_referrer(MDB_txn *txn, const struct rf_store *st,
                         const unsigned char *key, size_t klen, cJSON *r)
 {
-    char *text = cJSON_PrintUnformatted(r);
-    MDB_val k = {klen, (void *)key}, v;
-    int rc;
-
-    if (text == NULL) {
-        return RF_ENOMEM;
-    }
-    v.mv_size = strlen(text);
-    v.mv_data = text;
-    rc = rf_store_rc(
-        mdb_put(txn, rf_store_dbi(st, RF_DB_REFERRERS), &k, &v, 0));
-    cJSON_free(text);
-    return rc;
+    return rf_store_put_json(txn, rf_store_dbi(st, RF_DB_REFERRERS), key,
+                             klen, r, 0);
 }
 
 /* A known referrer: refresh email and name when they changed. */
@@ -181,7 +189,7 @@ static int refresh(MDB_txn *txn, const struct rf_store *st,
         return 0;
     }
     cJSON_DeleteItemFromObjectCaseSensitive(r, "updated_at");
-    cJSON_AddNumberToObject(r, "updated_at", (double)in->at_ms / 1000.0);
+    cJSON_AddNumberToObject(r, "updated_at", (double)(in->at_ms / 1000));
     return put_referrer(txn, st, key, klen, r);
 }
 
@@ -217,24 +225,25 @@ int rf_referrer_enrol(MDB_txn *txn, const struct rf_store *st,
         (in->name && !cJSON_AddStringToObject(r, "name", in->name)) ||
         !cJSON_AddStringToObject(r, "source", in->source) ||
         !cJSON_AddNumberToObject(r, "enrolled_at",
-                                 (double)in->at_ms / 1000.0) ||
+                                 (double)(in->at_ms / 1000)) ||
         !cJSON_AddStringToObject(r, "version",
                                  in->version ? in->version : "")) {
         cJSON_Delete(r);
         return RF_ENOMEM;
     }
     rc = put_referrer(txn, st, key, klen, r);
-    audit = rc == 0 ? cJSON_Duplicate(r, 1) : NULL;
-    cJSON_Delete(r);
     if (rc != 0) {
+        cJSON_Delete(r);
         return rc;
     }
-    if (audit == NULL) {
+    /* The audit entry is the referrer plus the evidence, referenced
+     * rather than copied. */
+    audit = r;
+    if (in->evidence != NULL &&
+        !cJSON_AddItemReferenceToObject(audit, "evidence",
+                                        (cJSON *)in->evidence)) {
+        cJSON_Delete(r);
         return RF_ENOMEM;
-    }
-    if (in->evidence != NULL) {
-        cJSON_AddItemToObject(audit, "evidence",
-                              cJSON_Duplicate(in->evidence, 1));
     }
     rc = rf_audit_put(txn, st, in->tenant, "enrolled", in->at_ms, audit);
     cJSON_Delete(audit);

@@ -30,7 +30,8 @@ struct tsync {
     int polling;   /* module polls running */
     int gone;      /* the tenant or its zoho settings went away */
     int closing;
-    char channel[17]; /* connection the channel was subscribed on */
+    int may_retry; /* the retry list may hold records (else skip deletes) */
+    uint64_t channel; /* what the channel was subscribed with (a hash) */
     struct rf_sync_tenant_stats st; /* script thread's copy */
 };
 
@@ -50,6 +51,7 @@ struct rf_sync {
 
 /* One record handed to a hook, and what came back. */
 struct decision {
+    struct work *w;
     const cJSON *rec;
     char id[RF_ZOHO_ID_MAX];
     int rc;        /* 0: the hook answered */
@@ -72,6 +74,7 @@ struct work {
     size_t n, pending;
     int64_t at_ms;
     int retry;                   /* records came off the retry list */
+    int may_retry;               /* the tenant's retry list is not empty */
     rf_engine_done_cb done;      /* a notification's, when set */
     void *done_arg;
     size_t enrolled;
@@ -141,7 +144,7 @@ static int put_retry(MDB_txn *txn, const struct work *w,
     snprintf(val, sizeof(val), "%s", d->error ? d->error : "");
     cJSON_AddStringToObject(o, "version", w->version);
     cJSON_AddStringToObject(o, "error", val);
-    cJSON_AddNumberToObject(o, "at", (double)w->at_ms / 1000.0);
+    cJSON_AddNumberToObject(o, "at", (double)(w->at_ms / 1000));
     text = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (text == NULL) {
@@ -212,7 +215,7 @@ static int run_work(MDB_txn *txn, struct rf_write_job *wj)
             rc = rf_referrer_enrol(txn, st, &in, code, &created);
             w->enrolled += (size_t)created;
         }
-        if (rc == 0 && (w->retry || d->rc == 0)) {
+        if (rc == 0 && (w->retry || w->may_retry)) {
             rc = del_retry(txn, w, d);
         }
     }
@@ -232,6 +235,7 @@ static void on_work_written(struct rf_write_job *wj)
         failed += w->d[i].rc != 0;
     }
     if (wj->rc == 0) {
+        ts->may_retry |= failed > 0;
         ts->st.records += w->n;
         ts->st.enrolled += w->enrolled;
         ts->st.hook_failures += failed;
@@ -312,23 +316,17 @@ static void on_cohort(const struct rf_hook_result *res, void *arg)
     }
 }
 
-/* Runs the module's hook over every record, then commits. Hooks that wait
- * (crm.*, http.request) finish later; the work commits after the last. */
-struct pending_call {
-    struct work *w;
-    struct decision *d;
-};
-
+/* A hook call for one record ended. Hooks that wait (crm.*, http.request)
+ * end later; the set commits after the last. */
 static void on_hook_done(const struct rf_hook_result *res, void *arg)
 {
-    struct pending_call *pc = arg;
-    struct work *w = pc->w;
+    struct decision *d = arg;
+    struct work *w = d->w;
 
-    on_cohort(res, pc->d);
+    on_cohort(res, d);
     if (res->version != NULL && res->version[0]) {
         snprintf(w->version, sizeof(w->version), "%s", res->version);
     }
-    free(pc);
     decided(w);
 }
 
@@ -341,6 +339,7 @@ static void start_work(struct tsync *ts, struct work *w)
     size_t i = 0;
 
     w->at_ms = now_ms();
+    w->may_retry = ts->may_retry;
     snprintf(w->version, sizeof(w->version), "%s", t ? t->version : "");
     w->n = (size_t)cJSON_GetArraySize(w->records);
     w->d = calloc(w->n ? w->n : 1, sizeof(*w->d));
@@ -351,27 +350,18 @@ static void start_work(struct tsync *ts, struct work *w)
     for (const cJSON *r = w->records ? w->records->child : NULL;
          r && i < w->n; r = r->next, i++) {
         struct decision *d = &w->d[i];
-        struct pending_call *pc;
 
+        d->w = w;
         d->rec = r;
         (void)rf_zoho_json_id(cJSON_GetObjectItemCaseSensitive(r, "id"),
                               d->id);
         if (!cohort || d->id[0] == '\0') {
             continue;
         }
-        pc = malloc(sizeof(*pc));
-        if (pc == NULL) {
-            d->rc = RF_ENOMEM;
-            d->error = NULL;
-            continue;
-        }
-        pc->w = w;
-        pc->d = d;
         w->pending++;
         if (rf_engine_call_value(s->e, ts->tenant, "cohort", r, d->id,
-                                 on_hook_done, pc) != 0) {
+                                 on_hook_done, d) != 0) {
             d->rc = RF_ENOMEM;
-            free(pc);
             w->pending--;
         }
     }
@@ -662,7 +652,7 @@ static void rerun_failed(struct tsync *ts)
     MDB_val k, v;
     char module[64] = "", list[FETCH_MAX * (RF_ZOHO_ID_MAX + 1)];
     size_t len = 0, n = 0, scanned = 0;
-    int mrc;
+    int mrc, found = 0;
 
     if (t == NULL || rf_store_read_begin(s->store, &txn) != 0) {
         return;
@@ -686,6 +676,7 @@ static void rerun_failed(struct tsync *ts)
         if (k.mv_size <= plen || memcmp(k.mv_data, prefix, plen) != 0) {
             break;
         }
+        found = 1;
         mod = (const char *)k.mv_data + plen;
         id = memchr(mod, 0, k.mv_size - plen);
         if (id == NULL) {
@@ -716,6 +707,11 @@ static void rerun_failed(struct tsync *ts)
     }
     mdb_cursor_close(cur);
     rf_store_read_end(s->store, txn);
+    /* Batches delete retry entries of records that now went well only
+     * while the list may hold some. A batch started before a failure of
+     * an earlier one committed may leave an entry behind; it is fetched
+     * and run once more at the next reload, which is harmless. */
+    ts->may_retry = found;
 }
 
 /* --- the Watch channel -------------------------------------------------- */
@@ -734,20 +730,43 @@ static void on_subscribed(const struct rf_zoho_result *res, void *arg)
     }
 }
 
-/* Subscribes the tenant's channel unless Zoho already has it (the
- * connector renews it from then on). A channel whose settings changed is
- * subscribed again, which replaces it. */
+static uint64_t mix(uint64_t h, const char *s)
+{
+    for (; s && *s; s++) {
+        h = (h ^ (unsigned char)*s) * 1099511628211u;
+    }
+    return (h ^ 0xff) * 1099511628211u;
+}
+
+/* What a subscription depends on: the connection and the channel's own
+ * settings. */
+static uint64_t channel_hash(const struct rf_tenant_zoho *zs)
+{
+    uint64_t h = mix(14695981039346656037u, zs->connection);
+
+    h = mix(mix(mix(h, zs->channel_id), zs->notify_url), zs->notify_token);
+    for (size_t i = 0; i < zs->nevents; i++) {
+        h = mix(h, zs->events[i]);
+    }
+    return h;
+}
+
+/* Subscribes the tenant's channel unless it is subscribed already with
+ * these settings (the connector renews it from then on). A channel whose
+ * settings changed is subscribed again, which replaces it at Zoho. */
 static void follow_channel(struct tsync *ts, const struct rf_tenant_zoho *zs)
 {
     struct rf_zoho *z = rf_engine_zoho(ts->s->e, ts->tenant);
     struct rf_zoho_channel ch = {0};
+    uint64_t h;
     int64_t expiry;
 
     if (z == NULL || zs->notify_url == NULL) {
         return;
     }
+    h = channel_hash(zs);
     if (rf_zoho_watch_expiry(z, zs->channel_id, &expiry) == 0 &&
-        strcmp(ts->channel, zs->connection) == 0) {
+        ts->channel == h) {
         return;
     }
     ch.channel_id = zs->channel_id;
@@ -756,7 +775,7 @@ static void follow_channel(struct tsync *ts, const struct rf_tenant_zoho *zs)
     ch.notify_url = zs->notify_url;
     ch.token = zs->notify_token;
     if (rf_zoho_watch_start(z, &ch, on_subscribed, ts) == 0) {
-        memcpy(ts->channel, zs->connection, sizeof(ts->channel));
+        ts->channel = h;
     }
 }
 

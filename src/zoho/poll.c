@@ -301,12 +301,16 @@ static struct rf_zoho_batch *batch_new(struct rf__zoho_poll *p)
     return b;
 }
 
-static int batch_add(struct rf_zoho_batch *b, const cJSON *rec)
+/* Moves `rec` out of the answer's `data` array into the batch. The answer
+ * is borrowed, but its owner only frees it after the callback, so taking
+ * records out of it saves copying each one. */
+static int batch_add(struct rf_zoho_batch *b, const cJSON *data,
+                     const cJSON *rec)
 {
-    cJSON *copy = cJSON_Duplicate(rec, 1);
+    cJSON *item = cJSON_DetachItemViaPointer((cJSON *)data, (cJSON *)rec);
 
-    if (copy == NULL || !cJSON_AddItemToArray(b->records, copy)) {
-        cJSON_Delete(copy);
+    if (item == NULL || !cJSON_AddItemToArray(b->records, item)) {
+        cJSON_Delete(item);
         return RF_ENOMEM;
     }
     b->count++;
@@ -451,10 +455,10 @@ static int normal_batch(struct rf__zoho_poll *p, const cJSON *data,
         i++;
     }
     i = 0;
-    cJSON_ArrayForEach(rec, data)
-    {
+    for (const cJSON *next = data ? data->child : NULL; (rec = next);) {
+        next = rec->next; /* batch_add() takes rec out of the list */
         if (rc == 0 && fresh(p, ids[i], ts[i])) {
-            rc = batch_add(b, rec);
+            rc = batch_add(b, data, rec);
         }
         if (rc == 0 && ts[i] == tmax) {
             memmove(ids[nat++], ids[i], sizeof(id_t_)); /* nat <= i */
@@ -543,11 +547,11 @@ static int on_scan_page(struct rf__zoho_list *l, const struct rf_zoho_page *pg,
     if (p->stopping) {
         rc = RF_ESTOPPING;
     }
-    cJSON_ArrayForEach(rec, pg->data)
-    {
+    for (const cJSON *next = pg->data->child; (rec = next);) {
+        next = rec->next; /* batch_add() takes rec out of the list */
         if (rc == 0 && (rc = record_key(rec, add[nadd], &t)) == 0 &&
             t == p->cur.t && !has_id(&p->cur, add[nadd])) {
-            rc = batch_add(b, rec);
+            rc = batch_add(b, pg->data, rec);
             nadd++;
         }
     }
