@@ -2,7 +2,13 @@
  * script runtime, and records each outcome durably:
  *
  *     outcomes  tenant \0 be64(seq) -> {"status":"done"|"failed",
- *                                       "version":..., "error":..., "at":...}
+ *                                       "version":..., "at":...,
+ *                                       "error":... (failed), or
+ *                                       "result":... (done: the value the
+ *                                       hook returned, up to 4 KiB of
+ *                                       JSON; a longer one is kept as a
+ *                                       string of its first 4 KiB with
+ *                                       "result_truncated":true)}
  *
  * An event with no outcome is dispatched again at start-up (a crash between
  * commit and outcome loses nothing); a failed one is retried once the
@@ -38,6 +44,14 @@ struct rf_dispatch *rf_dispatch_new(uv_loop_t *loop, struct rf_store *store,
 /* An event was committed: run its source's hook if it has one. */
 void rf_dispatch_event(struct rf_dispatch *d, const char *tenant,
                        const char *source, uint64_t seq);
+
+/* The C hook that maps an accepted referral onto the CRM (mapping.c). */
+#define RF_CAPTURE_HOOK "@referral.capture"
+
+/* A referral was accepted: have the script thread run the tenant's
+ * `capture` hook for it (RF_CAPTURE_HOOK). */
+void rf_dispatch_referral(struct rf_dispatch *d, const char *tenant,
+                          uint64_t id);
 
 /* Queues every event of `tenant` (NULL: all tenants) that has no outcome,
  * or failed under another version than the tenant's current one. Returns

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <cjson/cJSON.h>
 #include <lmdb.h>
 
 #define RF_STORE_SCHEMA_VERSION 1
@@ -35,6 +36,9 @@ enum rf_db {
     RF_DB_REFERRERS,   /* tenant \0 contact id -> referrer (referrers.h) */
     RF_DB_CODES,       /* referral code -> tenant \0 contact id */
     RF_DB_AUDIT,       /* tenant \0 be64(seq) -> JSON audit entry */
+    RF_DB_REFERRALS,   /* tenant \0 be64(id) -> referral (referrals.h) */
+    RF_DB_PEOPLE,      /* tenant \0 folded email -> be64(first referral) */
+    RF_DB_LINKS,       /* tenant \0 module \0 CRM id -> be64(referral) */
     RF_DB_COUNT
 };
 
@@ -61,6 +65,12 @@ void rf_store_close(struct rf_store *st);
  * to its new value (the first is 1). Returns 0 or an RF_E* code. */
 int rf_store_next_seq(MDB_txn *txn, const struct rf_store *st,
                       const char *name, uint64_t *seq);
+
+/* Puts `v` printed as JSON text under `key` in `dbi` (mdb_put flags).
+ * Returns 0 or an RF_E* code. Any thread; the text is built in a buffer
+ * of the calling thread. */
+int rf_store_put_json(MDB_txn *txn, MDB_dbi dbi, const void *key,
+                      size_t klen, const cJSON *v, unsigned flags);
 
 /* The handle of a named database. */
 MDB_dbi rf_store_dbi(const struct rf_store *st, enum rf_db db);

@@ -10,8 +10,10 @@
  *       },
  *     }
  *
- * Caveats: a tenant whose tenant.lua fails to load is kept in the registry
- * with its error, so requests for it get 503 rather than 404.
+ * Caveats: a tenant whose tenant.lua fails to load at start is kept in the
+ * registry with its error, so requests for it get 503 rather than 404; on a
+ * reload, one that had a good version keeps serving it. A tenant whose
+ * folder is removed is dropped: requests for it get 404.
  */
 #ifndef REFEREE_TENANT_H
 #define REFEREE_TENANT_H
@@ -23,6 +25,11 @@
 #include "referee/sandbox.h"
 
 #define RF_TENANT_ID_MAX 64
+
+/* The most a tenant's limits.cpu_ms and limits.memory_mb may ask for when
+ * the operator sets no cap (scripts.cpu_ms_max, scripts.memory_mb_max). */
+#define RF_TENANT_CPU_MS_CAP 1000
+#define RF_TENANT_MEM_MB_CAP 256
 #define RF_TENANT_HOSTS_MAX 32
 
 /* The hooks a tenant script may define (DESIGN.md, "Scripts"). */
@@ -80,6 +87,18 @@ struct rf_tenant_zoho {
     char connection[17];
 };
 
+/* The `program` table of tenant.lua: how people reach the referral
+ * program (docs/workflow.md). */
+struct rf_tenant_program {
+    char *landing;     /* URL with {code}: where GET /r/{code} redirects */
+    char *link;        /* URL with {code}: the referral link of a referrer */
+    char *code_field;  /* Contacts field the code is written back to */
+    char *link_field;  /* Contacts field the link is written back to */
+    unsigned char *secret; /* signs server-to-server referral posts */
+    size_t secret_len;
+    unsigned form_per_minute; /* unsigned posts per client address */
+};
+
 struct rf_tenant {
     char *id;
     char *dir;
@@ -93,6 +112,7 @@ struct rf_tenant {
     struct rf_http_allow allow[RF_TENANT_HOSTS_MAX]; /* strings owned */
     size_t nallow;
     struct rf_tenant_zoho *zoho; /* NULL: no Zoho connection */
+    struct rf_tenant_program *program; /* NULL: no referral program */
 };
 
 /* What loading a tenant needs from the process. */
@@ -100,6 +120,10 @@ struct rf_tenant_env {
     const char *const *plugin_path; /* NULL-terminated; borrowed */
     size_t mem_max;                 /* default cap when a tenant sets none */
     unsigned cpu_ms;                /* default budget */
+    size_t mem_cap;      /* most limits.memory_mb may ask for, bytes
+                            (0: RF_TENANT_MEM_MB_CAP MiB) */
+    unsigned cpu_ms_cap; /* most limits.cpu_ms may ask for
+                            (0: RF_TENANT_CPU_MS_CAP) */
 };
 
 struct rf_tenants {
@@ -107,17 +131,29 @@ struct rf_tenants {
     size_t n;
 };
 
-/* Loads every tenant folder under `dir` (`env` may be NULL). A tenant that fails to load is
- * kept with its error (and logged); only an unreadable `dir` fails the
- * whole call, returning -errno. Caller owns *out; free with
- * rf_tenants_free(). */
+/* Loads every tenant folder under `dir` (`env` may be NULL). A tenant that
+ * fails to load is kept with its error (and logged); a folder whose name
+ * is not a valid tenant id is skipped with a warning; only an unreadable
+ * `dir` fails the whole call, returning -errno. Caller owns *out; free
+ * with rf_tenants_free(). */
 int rf_tenants_load(const char *dir, const struct rf_tenant_env *env,
                     struct rf_tenants **out);
 
+/* Loads every tenant folder under `dir` again and replaces *ts with the
+ * result, the way the folder watcher reloads one tenant: a tenant whose
+ * files fail to load keeps its previous good version from *ts (and the
+ * failure is logged); one that had none is kept holding its error; a
+ * tenant whose folder is gone is dropped (and logged). Returns 0, or
+ * -errno / RF_ENOMEM with *ts unchanged. Pointers into the old registry
+ * are invalid afterwards. */
+int rf_tenants_reload(struct rf_tenants **ts, const char *dir,
+                      const struct rf_tenant_env *env);
+
 /* Loads one tenant folder: runs tenant.lua in a new sandbox made for tenant
  * scripts (plugins on env's path, the script API, env() and file()) and
- * checks its settings. On failure returns RF_ECONFIG (or another code) and
- * writes "file:line: cause" into err. On success the caller owns *out (free
+ * checks its settings, including that its limits are within env's caps.
+ * On failure returns RF_ECONFIG (or another code) and writes
+ * "file:line: cause" into err. On success the caller owns *out (free
  * with rf_tenant_free()) and, when `sb` is not NULL, the sandbox in *sb
  * with the settings table on its stack top (free with rf_sandbox_free());
  * otherwise the sandbox is freed. `env` may be NULL for the defaults. */
@@ -135,8 +171,9 @@ const char *rf_hook_name(enum rf_hook h);
 /* Loads tenant `id` from dir/id again and puts it in the registry in place
  * of the old entry (or adds it). When loading fails an existing entry is
  * kept as it was and the error returned (written into err); a new one is
- * added holding the error. Returns 0, or the load's error code. Pointers
- * into the registry are invalid afterwards. */
+ * added holding the error. When the folder dir/id is gone the entry is
+ * removed and RF_ENOTFOUND returned. Returns 0, or the load's error code.
+ * Pointers into the registry are invalid afterwards. */
 int rf_tenants_reload_one(struct rf_tenants *ts, const char *dir,
                           const char *id, const struct rf_tenant_env *env,
                           char *err, size_t errlen);
@@ -153,6 +190,9 @@ const struct rf_tenant *rf_tenant_find(const struct rf_tenants *ts,
 /* Finds a source of a tenant by name (`len` bytes). NULL when unknown. */
 const struct rf_source *rf_source_find(const struct rf_tenant *t,
                                        const char *name, size_t len);
+
+/* Whether dir/id exists and is a folder (a tenant that was not removed). */
+int rf_tenant_folder_exists(const char *dir, const char *id);
 
 /* Whether `id` (len bytes) is a valid tenant or source name:
  * [a-z0-9][a-z0-9_-]* up to RF_TENANT_ID_MAX bytes. */

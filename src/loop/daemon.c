@@ -1,6 +1,7 @@
 /* The daemon's loop: start-up in order, routing, signals, and a graceful
  * stop that finishes in-flight requests and commits before closing. */
 #include "referee/daemon.h"
+#include "referee/capture.h"
 #include "referee/dispatch.h"
 #include "referee/error.h"
 #include "referee/intake.h"
@@ -31,6 +32,7 @@ struct daemon {
     struct rf_tenants *tenants;
     struct rf_tenant_env tenant_env;
     struct rf_intake intake;
+    struct rf_capture capture;
     struct rf_http_server *http;
     struct rf_runtime *runtime;
     struct rf_sync *sync; /* on the script thread; stats only from here */
@@ -67,8 +69,9 @@ static int match_hook(const char *path, const char **t, size_t *tlen,
     return *tlen > 0 && *slen > 0 && strchr(*s, '/') == NULL;
 }
 
-/* Matches "/t/{tenant}/zoho/notify". */
-static int match_notify(const char *path, const char **t, size_t *tlen)
+/* Matches "/t/{tenant}<rest>" for a fixed rest. */
+static int match_tenant_path(const char *path, const char *rest,
+                             const char **t, size_t *tlen)
 {
     const char *p;
 
@@ -78,7 +81,17 @@ static int match_notify(const char *path, const char **t, size_t *tlen)
     *t = path + 3;
     p = strchr(*t, '/');
     *tlen = p ? (size_t)(p - *t) : 0;
-    return p != NULL && *tlen > 0 && strcmp(p, "/zoho/notify") == 0;
+    return p != NULL && *tlen > 0 && strcmp(p, rest) == 0;
+}
+
+static int match_notify(const char *path, const char **t, size_t *tlen)
+{
+    return match_tenant_path(path, "/zoho/notify", t, tlen);
+}
+
+static int match_referrals(const char *path, const char **t, size_t *tlen)
+{
+    return match_tenant_path(path, "/referrals", t, tlen);
 }
 
 static void answer_health(struct daemon *d, struct rf_http_req *req,
@@ -236,6 +249,17 @@ static void on_headers(struct rf_http_req *req, void *arg)
         answer_metrics(d, req);
         return;
     }
+    if (match_referrals(path, &t, &tlen)) {
+        if (strcmp(m, "POST") != 0) {
+            rf_http_add_header(req, "Allow", "POST");
+            rf_http_respond_error(req, 405, "method_not_allowed",
+                                  "referrals are posted");
+        } else if (rf_tenant_find(d->tenants, t, tlen) == NULL) {
+            rf_http_respond_error(req, 404, "tenant_not_found",
+                                  "no such tenant");
+        }
+        return;
+    }
     if (match_notify(path, &t, &tlen)) {
         if (strcmp(m, "POST") != 0) {
             rf_http_add_header(req, "Allow", "POST");
@@ -278,6 +302,10 @@ static void on_request(struct rf_http_req *req, void *arg)
         rf_intake_handle_zoho(&d->intake, req, t, tlen);
         return;
     }
+    if (match_referrals(rf_http_path(req), &t, &tlen)) {
+        rf_capture_handle(&d->capture, req, t, tlen);
+        return;
+    }
     if (match_hook(rf_http_path(req), &t, &tlen, &s, &slen)) {
         rf_intake_handle(&d->intake, req, t, tlen, s, slen);
         return;
@@ -309,10 +337,13 @@ static void on_runtime_reloaded(const struct rf_hook_result *res, void *arg)
     }
 }
 
+/* SIGHUP: every tenant folder again, as the watcher does for one; a
+ * tenant whose new files fail keeps its previous version (both here and on
+ * the script thread, which keeps its own). */
 static void reload_tenants(struct daemon *d)
 {
-    struct rf_tenants *next = NULL;
-    int rc = rf_tenants_load(d->cfg->tenants_dir, &d->tenant_env, &next);
+    int rc = rf_tenants_reload(&d->tenants, d->cfg->tenants_dir,
+                               &d->tenant_env);
 
     if (rc != 0) {
         rf_log_error("tenant", RF_F("dir", d->cfg->tenants_dir),
@@ -320,9 +351,7 @@ static void reload_tenants(struct daemon *d)
                      rf_strerror(rc));
         return;
     }
-    rf_tenants_free(d->tenants);
-    d->tenants = next;
-    rf_log_info("tenant", RF_NOF, "reloaded %zu tenants", next->n);
+    rf_log_info("tenant", RF_NOF, "reloaded %zu tenants", d->tenants->n);
     (void)rf_runtime_reload(d->runtime, NULL, on_runtime_reloaded, d);
 }
 
@@ -338,11 +367,23 @@ static void on_tenant_changed(const char *id, void *arg)
     }
     rc = rf_tenants_reload_one(d->tenants, d->cfg->tenants_dir, id,
                                &d->tenant_env, err, sizeof(err));
+    if (rc == RF_ENOTFOUND) {
+        rf_log_info("tenant", RF_F("tenant", id),
+                    "removed: its folder is gone; its webhooks now get 404 "
+                    "tenant_not_found");
+        (void)rf_runtime_reload(d->runtime, id, NULL, NULL);
+        return;
+    }
     if (rc != 0) {
+        const struct rf_tenant *t = rf_tenant_find(d->tenants, id,
+                                                   strlen(id));
+
         err[strcspn(err, "\n")] = '\0';
-        rf_log_error("tenant", RF_F("tenant", id),
-                     "changed files do not load; the previous version keeps "
-                     "serving: %s",
+        rf_log_error("tenant", RF_F("tenant", id), "%s: %s",
+                     t && !t->error ? "changed files do not load; the "
+                                      "previous version keeps serving"
+                                    : "changed files do not load; the "
+                                      "tenant stays unavailable (503)",
                      err);
         return;
     }
@@ -357,6 +398,14 @@ static void on_stored(void *arg, const char *tenant, const char *source,
     struct daemon *d = arg;
 
     rf_dispatch_event(d->dispatch, tenant, source, seq);
+}
+
+/* A referral was accepted: map it onto the CRM on the script thread. */
+static void on_captured(void *arg, const char *tenant, uint64_t id)
+{
+    struct daemon *d = arg;
+
+    rf_dispatch_referral(d->dispatch, tenant, id);
 }
 
 static void close_handle(uv_handle_t *h)
@@ -381,6 +430,8 @@ static void finish_stop(struct daemon *d)
     rf_http_server_stop(d->http);
     d->http = NULL;
     rf_dispatch_free(d->dispatch);
+    rf_ratelimit_free(d->capture.rl);
+    d->capture.rl = NULL;
     d->dispatch = NULL;
     close_handle((uv_handle_t *)&d->sigint);
     close_handle((uv_handle_t *)&d->sigterm);
@@ -490,6 +541,8 @@ static int start_parts(struct daemon *d)
     d->tenant_env.plugin_path = (const char *const *)cfg->plugins;
     d->tenant_env.mem_max = cfg->script_mem;
     d->tenant_env.cpu_ms = cfg->script_cpu_ms;
+    d->tenant_env.mem_cap = cfg->script_mem_max;
+    d->tenant_env.cpu_ms_cap = cfg->script_cpu_ms_max;
     rc = rf_store_open(cfg->data_dir, cfg->sync ? 0 : RF_STORE_NOSYNC,
                        cfg->map_size, &d->store, err, sizeof(err));
     if (rc != 0) {
@@ -520,6 +573,13 @@ static int start_parts(struct daemon *d)
     d->intake.tolerance_s = cfg->sig_tolerance_s;
     d->intake.stored = on_stored;
     d->intake.stored_arg = d;
+    d->capture.in = &d->intake;
+    d->capture.rl = rf_ratelimit_new();
+    d->capture.captured = on_captured;
+    d->capture.arg = d;
+    if (d->capture.rl == NULL) {
+        return RF_ENOMEM;
+    }
     (void)rf_config_split_listen(cfg->listen, host, sizeof(host), &port);
     d->http = rf_http_server_start(&d->loop, host, port, &cfg->http, &app);
     if (d->http == NULL) {

@@ -15,7 +15,8 @@
 
 static const char *const db_names[RF_DB_COUNT] = {
     "meta", "events", "dedup", "kv", "outcomes", "zoho", "outbox",
-    "outbox_due", "outbox_keys", "referrers", "codes", "audit"};
+    "outbox_due", "outbox_keys", "referrers", "codes", "audit",
+    "referrals", "people", "links"};
 
 struct rf_store {
     MDB_env *env;

@@ -14,6 +14,17 @@ int rf__tenant_read_sources(struct rf_reader *r, struct rf_tenant *t);
 int rf__tenant_read_hosts(struct rf_reader *r, const char *parent,
                           struct rf_http_allow *allow, size_t *nallow);
 
+/* Decodes a signing secret ("whsec_" + base64, or plain text) of setting
+ * `path` into a new buffer (*out, *len). Returns 0 or RF_ECONFIG. */
+int rf__tenant_secret(struct rf_reader *r, const char *path, const char *s,
+                      unsigned char **out, size_t *len);
+
+/* Reads the optional `program` table into t->program (program.c). */
+int rf__tenant_read_program(struct rf_reader *r, struct rf_tenant *t);
+
+/* Frees t->program. Accepts NULL. */
+void rf__tenant_program_free(struct rf_tenant_program *p);
+
 /* Reads the optional `zoho` table into t->zoho (zoho.c). */
 int rf__tenant_read_zoho(struct rf_reader *r, struct rf_tenant *t);
 

@@ -6,9 +6,13 @@
 #include "referee/tenant.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 #include <openssl/evp.h>
@@ -19,7 +23,7 @@
 #define TENANT_DIR_KEY "rf.tenant.dir"
 
 static const char *const known_keys[] = {"sources", "allowed_hosts",
-                                         "limits", "zoho", NULL};
+                                         "limits", "zoho", "program", NULL};
 static const char *const limit_keys[] = {"memory_mb", "cpu_ms", NULL};
 static const char *const host_keys[] = {"host", "port", "http", "private",
                                         NULL};
@@ -33,28 +37,109 @@ const char *rf_hook_name(enum rf_hook h)
 
 /* --- file(): secrets kept in files beside tenant.lua -------------------- */
 
+/* Whether `rel` has a ".." component. */
+static int climbs(const char *rel)
+{
+    for (const char *p = rel; *p; p += strcspn(p, "/"), p += *p == '/') {
+        if (p[0] == '.' && p[1] == '.' && (p[2] == '/' || p[2] == '\0')) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Opens dir/rel for reading when the file it really is (after every
+ * symbolic link) lies inside dir's real path. Returns the descriptor, or
+ * -1 with the reason in why. Linux: the opened file's path is read back
+ * from /proc, so a link swapped in after the check does not escape. */
+static int open_inside(const char *dir, const char *rel, char *why,
+                       size_t len)
+{
+    char base[PATH_MAX], path[PATH_MAX], real[PATH_MAX], proc[64];
+    size_t n;
+    ssize_t got;
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, rel);
+    if (realpath(dir, base) == NULL || realpath(path, real) == NULL) {
+        snprintf(why, len, "cannot read '%s': %s", rel, strerror(errno));
+        return -1;
+    }
+    n = strlen(base);
+    if (strcmp(real, base) == 0) {
+        snprintf(why, len, "'%s' is the tenant folder, not a file", rel);
+        return -1;
+    }
+    if (strncmp(real, base, n) != 0 || real[n] != '/') {
+        snprintf(why, len, "'%s' resolves to a file outside the tenant "
+                           "folder (through a symbolic link); refused",
+                 rel);
+        return -1;
+    }
+    fd = open(real, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        snprintf(why, len, "cannot read '%s': %s", rel, strerror(errno));
+        return -1;
+    }
+    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+    got = readlink(proc, path, sizeof(path) - 1);
+    if (got >= 0) {
+        path[got] = '\0';
+        if (strncmp(path, base, n) != 0 || path[n] != '/') {
+            close(fd);
+            snprintf(why, len, "'%s' changed to a file outside the tenant "
+                               "folder while it was opened; refused",
+                     rel);
+            return -1;
+        }
+    }
+    return fd;
+}
+
+/* Reads up to SECRET_FILE_MAX + 1 bytes of a regular file into buf.
+ * Returns the count, or -1 with the reason in why. Closes fd. */
+static ssize_t read_secret(int fd, const char *rel, char *buf, char *why,
+                           size_t len)
+{
+    struct stat st;
+    ssize_t n = 0, got = 1;
+
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        snprintf(why, len, "'%s' is not a regular file", rel);
+        return -1;
+    }
+    while (got > 0 && n <= SECRET_FILE_MAX) {
+        got = read(fd, buf + n, (size_t)(SECRET_FILE_MAX + 1 - n));
+        n += got > 0 ? got : 0;
+    }
+    close(fd);
+    if (got < 0) {
+        snprintf(why, len, "cannot read '%s': %s", rel, strerror(errno));
+        return -1;
+    }
+    return n;
+}
+
 static int l_file(lua_State *L)
 {
     const char *rel = luaL_checkstring(L, 1), *dir;
-    char path[4096], buf[SECRET_FILE_MAX + 1];
-    size_t n;
-    FILE *f;
+    char buf[SECRET_FILE_MAX + 1], why[PATH_MAX + 128];
+    ssize_t n;
+    int fd;
 
-    if (rel[0] == '/' || strstr(rel, "..") != NULL) {
+    if (rel[0] == '/' || rel[0] == '\0' || climbs(rel)) {
         return luaL_error(L, "file(): '%s' must be a path inside the tenant "
                              "folder",
                           rel);
     }
     lua_getfield(L, LUA_REGISTRYINDEX, TENANT_DIR_KEY);
     dir = lua_tostring(L, -1);
-    snprintf(path, sizeof(path), "%s/%s", dir ? dir : ".", rel);
-    f = fopen(path, "rb");
-    if (f == NULL) {
-        return luaL_error(L, "file(): cannot read '%s': %s", rel,
-                          strerror(errno));
+    fd = open_inside(dir ? dir : ".", rel, why, sizeof(why));
+    n = fd < 0 ? -1 : read_secret(fd, rel, buf, why, sizeof(why));
+    if (n < 0) {
+        return luaL_error(L, "file(): %s", why);
     }
-    n = fread(buf, 1, sizeof(buf), f);
-    fclose(f);
     if (n > SECRET_FILE_MAX) {
         return luaL_error(L, "file(): '%s' is over %d bytes", rel,
                           SECRET_FILE_MAX);
@@ -62,7 +147,7 @@ static int l_file(lua_State *L)
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) {
         n--; /* editors add a final newline; secrets never end in one */
     }
-    lua_pushlstring(L, buf, n);
+    lua_pushlstring(L, buf, (size_t)n);
     return 1;
 }
 
@@ -331,6 +416,9 @@ int rf_tenant_read(struct rf_reader *r, struct rf_tenant *t)
         rc = rf__tenant_read_zoho(r, t);
     }
     if (rc == 0) {
+        rc = rf__tenant_read_program(r, t);
+    }
+    if (rc == 0) {
         rc = read_limits(r, t);
     }
     return rc;
@@ -354,6 +442,30 @@ static void version_of(const char *src, size_t len, char out[17])
     out[16] = '\0';
 }
 
+/* Refuses limits over the operator's caps (env may be NULL). */
+static int check_caps(struct rf_reader *r, const struct rf_tenant *t,
+                      const struct rf_tenant_env *env)
+{
+    size_t mem_cap = env && env->mem_cap ? env->mem_cap
+                                         : (size_t)RF_TENANT_MEM_MB_CAP << 20;
+    unsigned cpu_cap = env && env->cpu_ms_cap ? env->cpu_ms_cap
+                                              : RF_TENANT_CPU_MS_CAP;
+
+    if (t->cpu_ms > cpu_cap) {
+        return rf_reader_fail(r, "limits.cpu_ms",
+                              "%u ms is over the operator's cap of %u ms "
+                              "(scripts.cpu_ms_max in the daemon config)",
+                              t->cpu_ms, cpu_cap);
+    }
+    if (t->mem_max > mem_cap) {
+        return rf_reader_fail(r, "limits.memory_mb",
+                              "%zu MiB is over the operator's cap of %zu MiB "
+                              "(scripts.memory_mb_max in the daemon config)",
+                              t->mem_max >> 20, mem_cap >> 20);
+    }
+    return 0;
+}
+
 /* Runs tenant.lua in a new sandbox and reads its settings. */
 static int load_once(struct rf_tenant *t, const char *path,
                      const struct rf_tenant_env *env, size_t mem,
@@ -373,6 +485,9 @@ static int load_once(struct rf_tenant *t, const char *path,
         rc = rf_reader_init(&r, rf_sandbox_state(sb), path);
         if (rc == 0) {
             rc = rf_tenant_read(&r, t);
+            if (rc == 0) {
+                rc = check_caps(&r, t, env);
+            }
             snprintf(err, errlen, "%s", rc ? r.err : "");
             version_of(r.src, r.src_len, t->version);
         }

@@ -64,6 +64,7 @@ static void free_members(struct rf_tenant *t)
         free((char *)t->allow[i].host);
     }
     rf__tenant_zoho_free(t->zoho);
+    rf__tenant_program_free(t->program);
     free(t->id);
     free(t->dir);
     free(t->error);
@@ -83,31 +84,7 @@ void rf_tenant_free(struct rf_tenant *t)
 static int set_secret(struct rf_reader *r, const char *path, const char *s,
                       struct rf_source *src)
 {
-    size_t n = strlen(s);
-
-    if (n == 0) {
-        return rf_reader_fail(r, path, "must not be empty");
-    }
-    if (strncmp(s, "whsec_", 6) == 0) {
-        size_t b64 = n - 6;
-        int got;
-
-        src->secret = malloc(b64 / 4 * 3 + 3);
-        got = src->secret ? EVP_DecodeBlock(src->secret,
-                                            (const unsigned char *)s + 6,
-                                            (int)b64)
-                          : -1;
-        if (got <= 0 || b64 % 4 != 0) {
-            return rf_reader_fail(r, path, "whsec_ secret is not base64");
-        }
-        /* EVP_DecodeBlock counts padding bytes as data; drop them. */
-        got -= (s[n - 1] == '=') + (s[n - 2] == '=');
-        src->secret_len = (size_t)got;
-        return 0;
-    }
-    src->secret = (unsigned char *)strdup(s);
-    src->secret_len = n;
-    return src->secret ? 0 : RF_ENOMEM;
+    return rf__tenant_secret(r, path, s, &src->secret, &src->secret_len);
 }
 
 static int read_id(struct rf_reader *r, const char *path,
@@ -312,26 +289,78 @@ static int insert(struct rf_tenants *ts, struct rf_tenant *t)
     return 0;
 }
 
+/* The entry of tenant `id` in ts, for changing it. NULL when unknown. */
+static struct rf_tenant *find_mut(struct rf_tenants *ts, const char *id)
+{
+    return (struct rf_tenant *)rf_tenant_find(ts, id, strlen(id));
+}
+
+/* A registry entry that holds only a load error. Caller owns it. */
+static struct rf_tenant *placeholder(const char *id, const char *path,
+                                     const char *err)
+{
+    struct rf_tenant *t = calloc(1, sizeof(*t));
+
+    if (t == NULL || !(t->id = strdup(id)) || !(t->dir = strdup(path)) ||
+        !(t->error = strdup(err))) {
+        rf_tenant_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+int rf_tenant_folder_exists(const char *dir, const char *id)
+{
+    char path[4096];
+    struct stat st;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, id);
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Drops entry `t` of ts, keeping the array sorted. */
+static void remove_entry(struct rf_tenants *ts, struct rf_tenant *t)
+{
+    size_t i = (size_t)(t - ts->v);
+
+    free_members(t);
+    memmove(&ts->v[i], &ts->v[i + 1], (ts->n - i - 1) * sizeof(*ts->v));
+    ts->n--;
+}
+
 int rf_tenants_reload_one(struct rf_tenants *ts, const char *dir,
                           const char *id, const struct rf_tenant_env *env,
                           char *err, size_t errlen)
 {
-    struct rf_tenant *old = (struct rf_tenant *)rf_tenant_find(
-        ts, id, strlen(id));
+    struct rf_tenant *old = find_mut(ts, id);
     struct rf_tenant *t = NULL;
     char path[4096];
     int rc;
 
+    if (!rf_tenant_folder_exists(dir, id)) {
+        snprintf(err, errlen, "the folder %s/%s is gone", dir, id);
+        if (old != NULL) {
+            remove_entry(ts, old);
+        }
+        return RF_ENOTFOUND;
+    }
     snprintf(path, sizeof(path), "%s/%s", dir, id);
     rc = rf_tenant_load(path, id, env, &t, NULL, err, errlen);
     if (rc != 0 && old == NULL) {
-        t = calloc(1, sizeof(*t));
-        if (t == NULL || !(t->id = strdup(id)) || !(t->dir = strdup(path)) ||
-            !(t->error = strdup(err))) {
-            rf_tenant_free(t);
+        t = placeholder(id, path, err);
+        if (t == NULL) {
             return RF_ENOMEM;
         }
         return insert(ts, t) == 0 ? rc : RF_ENOMEM;
+    }
+    if (rc != 0 && old->error != NULL) {
+        char *e = strdup(err); /* no good version yet: show the new error */
+
+        if (e != NULL) {
+            free(old->error);
+            old->error = e;
+        }
+        return rc;
     }
     if (rc != 0) {
         return rc; /* the old entry keeps serving */
@@ -349,27 +378,42 @@ int rf_tenants_reload_one(struct rf_tenants *ts, const char *dir,
     return 0;
 }
 
-/* Adds the tenant in folder `name`, or a placeholder holding its error. */
-static int add_tenant(struct rf_tenants *ts, const char *dir,
-                      const char *name, const struct rf_tenant_env *env)
+/* Adds the tenant in folder `name`, or a placeholder holding its error.
+ * `prev` (may be NULL) is the registry ts will replace: when it has a good
+ * version of a tenant that fails, the log says that version keeps serving
+ * (rf_tenants_reload() puts it back). */
+static int add_tenant(struct rf_tenants *ts, struct rf_tenants *prev,
+                      const char *dir, const char *name,
+                      const struct rf_tenant_env *env)
 {
-    char path[4096], err[512];
+    char path[4096], err[2048];
     struct rf_tenant *t = NULL;
+    const struct rf_tenant *old;
     struct stat st;
-    int rc;
+    int rc, line;
 
     snprintf(path, sizeof(path), "%s/%s", dir, name);
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode) ||
-        !rf_tenant_id_valid(name, strlen(name))) {
+    if (name[0] == '.' || stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        return 0;
+    }
+    if (!rf_tenant_id_valid(name, strlen(name))) {
+        rf_log_warn("tenant", RF_F("dir", dir, "folder", name),
+                    "ignored: a tenant folder's name is its id, which uses "
+                    "a-z, 0-9, - and _ (not first) and at most %d bytes",
+                    RF_TENANT_ID_MAX);
         return 0;
     }
     rc = rf_tenant_load(path, name, env, &t, NULL, err, sizeof(err));
+    old = rc != 0 && prev ? find_mut(prev, name) : NULL;
+    line = (int)strcspn(err, "\n"); /* logs carry no traceback */
     if (rc != 0) {
-        rf_log_error("tenant", RF_F("tenant", name), "cannot load: %s", err);
-        t = calloc(1, sizeof(*t));
-        if (t == NULL || !(t->id = strdup(name)) ||
-            !(t->dir = strdup(path)) || !(t->error = strdup(err))) {
-            rf_tenant_free(t);
+        rf_log_error("tenant", RF_F("tenant", name), "%s: %.*s",
+                     old && !old->error ? "files do not load; the previous "
+                                          "version keeps serving"
+                                        : "cannot load",
+                     line, err);
+        t = placeholder(name, path, err);
+        if (t == NULL) {
             return RF_ENOMEM;
         }
     }
@@ -378,8 +422,10 @@ static int add_tenant(struct rf_tenants *ts, const char *dir,
     return 0;
 }
 
-int rf_tenants_load(const char *dir, const struct rf_tenant_env *env,
-                    struct rf_tenants **out)
+/* Reads every folder of dir into a new registry; see rf_tenants_load()
+ * and rf_tenants_reload(). */
+static int load_all(const char *dir, const struct rf_tenant_env *env,
+                    struct rf_tenants *prev, struct rf_tenants **out)
 {
     struct rf_tenants *ts = calloc(1, sizeof(*ts));
     DIR *d = opendir(dir);
@@ -403,7 +449,7 @@ int rf_tenants_load(const char *dir, const struct rf_tenant_env *env,
             }
             ts->v = v;
         }
-        rc = add_tenant(ts, dir, e->d_name, env);
+        rc = add_tenant(ts, prev, dir, e->d_name, env);
     }
     if (rc == 0 && ts->n > 1) {
         qsort(ts->v, ts->n, sizeof(*ts->v), cmp_tenant);
@@ -418,6 +464,41 @@ out:
     }
     *out = ts;
     return rc;
+}
+
+int rf_tenants_load(const char *dir, const struct rf_tenant_env *env,
+                    struct rf_tenants **out)
+{
+    return load_all(dir, env, NULL, out);
+}
+
+int rf_tenants_reload(struct rf_tenants **ts, const char *dir,
+                      const struct rf_tenant_env *env)
+{
+    struct rf_tenants *next = NULL;
+    int rc = load_all(dir, env, *ts, &next);
+
+    if (rc != 0) {
+        return rc;
+    }
+    for (size_t i = 0; *ts != NULL && i < (*ts)->n; i++) {
+        struct rf_tenant *old = &(*ts)->v[i], *now;
+
+        now = find_mut(next, old->id);
+        if (now == NULL) {
+            rf_log_info("tenant", RF_F("tenant", old->id),
+                        "removed: its folder is gone; its webhooks now get "
+                        "404 tenant_not_found");
+        } else if (now->error != NULL && old->error == NULL) {
+            struct rf_tenant keep = *old; /* same id: both stay sorted */
+
+            *old = *now;
+            *now = keep;
+        }
+    }
+    rf_tenants_free(*ts);
+    *ts = next;
+    return 0;
 }
 
 void rf_tenants_free(struct rf_tenants *ts)

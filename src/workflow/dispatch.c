@@ -16,6 +16,7 @@
 
 #define INFLIGHT_MAX 64
 #define ERROR_KEEP 1000
+#define RESULT_KEEP 4096 /* bytes of a hook's returned value kept */
 
 struct item {
     struct item *next;
@@ -84,6 +85,34 @@ static void on_outcome_written(struct rf_write_job *wj)
     pump(d);
 }
 
+/* Adds what the hook returned (JSON text) as "result": the value itself
+ * when its text is at most RESULT_KEEP bytes, else the start of the text,
+ * cut at a character boundary, and "result_truncated": true. */
+static void add_result(cJSON *o, const char *json)
+{
+    size_t len = json ? strlen(json) : 0, cut = RESULT_KEEP;
+    char head[RESULT_KEEP + 1];
+    cJSON *v;
+
+    if (len == 0) {
+        return;
+    }
+    if (len <= RESULT_KEEP) {
+        v = cJSON_ParseWithLength(json, len);
+        if (v != NULL) {
+            cJSON_AddItemToObject(o, "result", v);
+        }
+        return;
+    }
+    while (cut > 0 && ((unsigned char)json[cut] & 0xC0) == 0x80) {
+        cut--; /* not inside a UTF-8 sequence */
+    }
+    memcpy(head, json, cut);
+    head[cut] = '\0';
+    cJSON_AddStringToObject(o, "result", head);
+    cJSON_AddTrueToObject(o, "result_truncated");
+}
+
 static void record(struct rf_dispatch *d, const char *tenant, uint64_t seq,
                    const struct rf_hook_result *res)
 {
@@ -103,6 +132,8 @@ static void record(struct rf_dispatch *d, const char *tenant, uint64_t seq,
     if (res->rc != 0) {
         snprintf(err, sizeof(err), "%s", res->error ? res->error : "");
         cJSON_AddStringToObject(o, "error", err);
+    } else {
+        add_result(o, res->json);
     }
     j->value = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
@@ -390,4 +421,28 @@ void rf_dispatch_free(struct rf_dispatch *d)
         free(it);
     }
     free(d);
+}
+
+/* --- referrals ---------------------------------------------------------- */
+
+static void on_referral_reply(const struct rf_hook_result *res, void *arg)
+{
+    (void)arg;
+    if (res->rc != 0 && res->rc != RF_ESTOPPING) {
+        rf_log_warn("dispatch", RF_NOF, "a referral's capture failed: %s",
+                    res->error ? res->error : rf_strerror(res->rc));
+    }
+}
+
+void rf_dispatch_referral(struct rf_dispatch *d, const char *tenant,
+                          uint64_t id)
+{
+    char input[48];
+    int n = snprintf(input, sizeof(input), "{\"id\":%llu}",
+                     (unsigned long long)id);
+
+    /* Not sent (out of memory): the script thread finds the referral
+     * still accepted when it next starts and maps it then. */
+    (void)rf_runtime_call(d->rt, tenant, RF_CAPTURE_HOOK, input, (size_t)n,
+                          NULL, on_referral_reply, NULL);
 }
