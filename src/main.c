@@ -72,6 +72,13 @@ static const struct command commands[] = {
      "email, name), or as JSON lines with --json. Opens the store\n"
      "read-only, so it works while the daemon runs.\n",
      rf_cli_referrers},
+    {"referrals", "list a tenant's referrals and what became of them",
+     "referee referrals list --data DIR --tenant ID [--json]\n\n"
+     "Prints the tenant's referrals, oldest first: id, status (accepted,\n"
+     "refused, mapped, in_crm, ...), the refusal reason or the CRM id, the\n"
+     "referred person's email and the referrer's contact id; --json prints\n"
+     "each referral as stored. Read-only.\n",
+     rf_cli_referrals},
     {"zoho", "show a tenant's Zoho connection state",
      "referee zoho status --data DIR --tenant ID\n\n"
      "Prints, as JSON, what the store holds about the tenant's Zoho\n"

@@ -45,11 +45,8 @@ struct rf_dispatch *rf_dispatch_new(uv_loop_t *loop, struct rf_store *store,
 void rf_dispatch_event(struct rf_dispatch *d, const char *tenant,
                        const char *source, uint64_t seq);
 
-/* The C hook that maps an accepted referral onto the CRM (mapping.c). */
-#define RF_CAPTURE_HOOK "@referral.capture"
-
 /* A referral was accepted: have the script thread run the tenant's
- * `capture` hook for it (RF_CAPTURE_HOOK). */
+ * `capture` hook for it (mapping.h). */
 void rf_dispatch_referral(struct rf_dispatch *d, const char *tenant,
                           uint64_t id);
 

@@ -56,6 +56,12 @@ int rf_outbox_add(MDB_txn *txn, const struct rf_store *st,
                   const char *tenant, const char *kind, const char *key,
                   const char *payload, int64_t due_ms, uint64_t *id);
 
+/* Reads the job of `tenant` added with idempotency key `key` into *out
+ * (free with rf_job_cleanup()). Returns 0, RF_ENOTFOUND, RF_EINVAL or
+ * RF_ESTORE. Any thread with a transaction. */
+int rf_outbox_find(MDB_txn *txn, const struct rf_store *st,
+                   const char *tenant, const char *key, struct rf_job *out);
+
 /* How attempts are spaced and when a job gives up. */
 struct rf_outbox_policy {
     unsigned base_ms;      /* first retry within this (full jitter) */

@@ -2,6 +2,7 @@
  * did, read from the store read-only (works while the daemon runs). */
 #include "referee/cli.h"
 #include "referee/error.h"
+#include "referee/referrals.h"
 #include "referee/referrers.h"
 #include "referee/store.h"
 
@@ -110,6 +111,59 @@ int rf_cli_referrers(int argc, char **argv)
     rf_store_close(st);
     if (rc != 0) {
         fprintf(stderr, "referee referrers: %s\n", rf_strerror(rc));
+        return 1;
+    }
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
+/* --- referrals list ----------------------------------------------------- */
+
+static int print_referral(const cJSON *r, void *arg)
+{
+    const struct args *a = arg;
+    const cJSON *crm = cJSON_GetObjectItemCaseSensitive(r, "crm");
+    const char *status = str(r, "status");
+    char *line;
+
+    if (a->json) {
+        line = cJSON_PrintUnformatted(r);
+        if (line == NULL) {
+            return RF_ENOMEM;
+        }
+        puts(line);
+        cJSON_free(line);
+        return 0;
+    }
+    printf("%-6.0f %-10s %-18s %-32s %s\n",
+           cJSON_GetObjectItem(r, "id")->valuedouble, status,
+           strcmp(status, "refused") == 0 ? str(r, "reason") : str(crm, "id"),
+           str(cJSON_GetObjectItemCaseSensitive(r, "person"), "email"),
+           str(r, "referrer"));
+    return 0;
+}
+
+int rf_cli_referrals(int argc, char **argv)
+{
+    struct args a = {0};
+    struct rf_store *st = NULL;
+    MDB_txn *txn = NULL;
+    int rc = parse("referrals", "list", argc, argv, &a);
+
+    if (rc != 0 || (rc = open_ro("referrals", a.data, &st)) != 0) {
+        return rc;
+    }
+    rc = rf_store_read_begin(st, &txn);
+    if (rc == 0) {
+        if (!a.json) {
+            printf("%-6s %-10s %-18s %-32s %s\n", "ID", "STATUS",
+                   "REASON/CRM ID", "EMAIL", "REFERRER");
+        }
+        rc = rf_referrals_each(txn, st, a.tenant, print_referral, &a);
+        rf_store_read_end(st, txn);
+    }
+    rf_store_close(st);
+    if (rc != 0) {
+        fprintf(stderr, "referee referrals: %s\n", rf_strerror(rc));
         return 1;
     }
     return fflush(stdout) == 0 ? 0 : 1;

@@ -9,6 +9,7 @@
 #include "referee/runtime.h"
 #include "referee/store.h"
 #include "referee/sync.h"
+#include "referee/work.h"
 #include "referee/tenant.h"
 #include "referee/watch.h"
 #include "referee/writer.h"
@@ -493,8 +494,8 @@ static int start_runtime(struct daemon *d)
 {
     const struct rf_config *cfg = d->cfg;
     struct rf_engine_opts o = {0};
-    struct rf_runtime_part part = {rf_sync_start, rf_sync_reloaded,
-                                   rf_sync_stop, NULL};
+    struct rf_runtime_part part = {rf_work_start, rf_work_reloaded,
+                                   rf_work_stop, NULL};
 
     o.store = d->store;
     o.env = d->tenant_env;
@@ -517,7 +518,7 @@ static int start_scripts(struct daemon *d)
         rf_log_error("script", RF_NOF, "the script thread failed to start");
         return RF_ENOMEM;
     }
-    d->sync = rf_runtime_part_state(d->runtime);
+    d->sync = rf_work_sync(rf_runtime_part_state(d->runtime));
     d->dispatch = rf_dispatch_new(&d->loop, d->store, d->writer, d->runtime,
                                   (const struct rf_tenants *const *)&d
                                       ->tenants);

@@ -356,3 +356,33 @@ long rf_outbox_replay(struct rf_store *st, const char *tenant, uint64_t id)
 
     return rc != 0 ? rc : r.n;
 }
+
+int rf_outbox_find(MDB_txn *txn, const struct rf_store *st,
+                   const char *tenant, const char *key, struct rf_job *out)
+{
+    char kk[65 + RF_JOB_KEY_MAX];
+    size_t tlen = strlen(tenant), klen = strlen(key);
+    MDB_val k = {tlen + 1 + klen, kk}, v;
+    unsigned char idb[8];
+    uint64_t id;
+    int mrc;
+
+    if (tlen == 0 || tlen > 64 || klen == 0 || klen >= RF_JOB_KEY_MAX) {
+        return RF_EINVAL;
+    }
+    memcpy(kk, tenant, tlen + 1);
+    memcpy(kk + tlen + 1, key, klen);
+    mrc = mdb_get(txn, rf_store_dbi(st, RF_DB_OUTBOX_KEYS), &k, &v);
+    if (mrc != 0 || v.mv_size != 8) {
+        return mrc == MDB_NOTFOUND ? RF_ENOTFOUND : RF_ESTORE;
+    }
+    id = rf_store_get_be64(v.mv_data);
+    rf_store_put_be64(idb, id);
+    k.mv_size = 8;
+    k.mv_data = idb;
+    mrc = mdb_get(txn, rf_store_dbi(st, RF_DB_OUTBOX), &k, &v);
+    if (mrc != 0) {
+        return mrc == MDB_NOTFOUND ? RF_ENOTFOUND : rf_store_rc(mrc);
+    }
+    return rf__job_decode(v.mv_data, v.mv_size, id, out);
+}

@@ -3,6 +3,7 @@
 #include "referee/error.h"
 #include "referee/events.h"
 #include "referee/intake.h"
+#include "referee/mapping.h"
 #include "referee/sync.h"
 #include "referee/log.h"
 #include "referee/script_api.h"
@@ -443,6 +444,6 @@ void rf_dispatch_referral(struct rf_dispatch *d, const char *tenant,
 
     /* Not sent (out of memory): the script thread finds the referral
      * still accepted when it next starts and maps it then. */
-    (void)rf_runtime_call(d->rt, tenant, RF_CAPTURE_HOOK, input, (size_t)n,
+    (void)rf_runtime_call(d->rt, tenant, RF_MAPPING_HOOK, input, (size_t)n,
                           NULL, on_referral_reply, NULL);
 }

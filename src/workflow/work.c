@@ -1,0 +1,76 @@
+/* The script thread's own work, started and stopped with the engine. */
+#include "referee/work.h"
+#include "referee/log.h"
+#include "referee/mapping.h"
+#include "referee/outbox.h"
+
+#include <stdlib.h>
+
+struct rf_work {
+    struct rf_engine *e;
+    struct rf_sync *sync;
+    struct rf_outbox *ob;
+    struct rf_mapping *mapping;
+};
+
+static void on_settled(const struct rf_job *job, void *arg)
+{
+    struct rf_work *w = arg;
+
+    rf_mapping_settled(w->mapping, job);
+}
+
+void *rf_work_start(struct rf_engine *e, uv_loop_t *loop, void *arg)
+{
+    struct rf_work *w = calloc(1, sizeof(*w));
+
+    (void)arg;
+    if (w == NULL) {
+        return NULL;
+    }
+    w->e = e;
+    w->sync = rf_sync_start(e, loop, NULL);
+    if (rf_engine_store(e) != NULL && rf_engine_writer(e) != NULL) {
+        w->ob = rf_outbox_start(loop, rf_engine_store(e), rf_engine_writer(e),
+                                NULL);
+        w->mapping = w->ob ? rf_mapping_start(e, w->ob) : NULL;
+        if (w->mapping == NULL) {
+            rf_log_error("work", RF_NOF,
+                         "referrals cannot reach the CRM: the outbox or its "
+                         "executors did not start");
+        } else {
+            rf_outbox_on_settled(w->ob, on_settled, w);
+            rf_mapping_recover(w->mapping, NULL);
+        }
+    }
+    return w;
+}
+
+void rf_work_reloaded(void *work, const char *tenant)
+{
+    struct rf_work *w = work;
+
+    if (w == NULL) {
+        return;
+    }
+    rf_sync_reloaded(w->sync, tenant);
+    rf_mapping_recover(w->mapping, tenant);
+}
+
+void rf_work_stop(void *work)
+{
+    struct rf_work *w = work;
+
+    if (w == NULL) {
+        return;
+    }
+    rf_outbox_stop(w->ob);
+    rf_sync_stop(w->sync);
+    rf_mapping_free(w->mapping);
+    free(w);
+}
+
+struct rf_sync *rf_work_sync(struct rf_work *w)
+{
+    return w ? w->sync : NULL;
+}

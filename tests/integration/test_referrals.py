@@ -1,0 +1,249 @@
+"""Referral capture in the running daemon, against the Zoho simulator: the
+capture rules answered over HTTP (JSON, form posts, signed webhooks, the
+rate limit), accepted referrals mapped by the tenant's capture hook and
+upserted as Leads, and a referral accepted just before a crash still
+reaching the CRM after the restart."""
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import sys
+import time
+import unittest
+import urllib.parse
+import urllib.request
+
+from harness import (DaemonTestCase, SOURCE_DIR, free_port, run_cli, scale,
+                     wait_until)
+
+sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "zoho_sim"))
+from zohosim import server as simserver  # noqa: E402
+from zohosim.sim import Sim  # noqa: E402
+
+DATA = os.path.join(SOURCE_DIR, "data", "zoho-sample")
+CLIENT = ("1000.DEMO", "demo-secret",
+          "1000.6030bdc4a78ce82dd81226206ea94fe3"
+          ".d80b315c54779d22735f075d26ccf116")
+SECRET = "whsec_" + base64.b64encode(b"referrals-secret-for-tests").decode()
+
+TENANT = """
+return {
+  zoho = {
+    client_id = "%s", client_secret = "%s", refresh_token = "%s",
+    dc = "eu", accounts_url = "http://127.0.0.1:%d/eu/accounts",
+    allowed_hosts = { { host = "127.0.0.1", port = %d, http = true,
+                        private = true } },
+    modules = { Contacts = { "Email", "Full_Name", "Customer_Tier",
+                             "NPS_Score", "Email_Opt_Out" } },
+    poll_every_s = 3600,
+  },
+  program = { secret = "%s", form_per_minute = %d },
+  cohort = function(c)
+    return c.Customer_Tier == "Gold" and type(c.Email) == "string"
+  end,
+  capture = function(referral, referrer)
+    local p = referral.person
+    if p.email:find("@competitor%%.example$") then
+      return { refuse = "existing_customer" }
+    end
+    return { module = "Leads", duplicate_check_fields = { "Email" },
+             record = { Email = p.email, First_Name = p.first_name,
+                        Last_Name = p.last_name or "(unknown)",
+                        Lead_Source = "External Referral",
+                        Referral_Code_Used = referral.code,
+                        Referred_By = referrer and referrer.name } }
+  end,
+}
+"""
+
+
+def sample_contacts():
+    with open(os.path.join(DATA, "contacts.json")) as f:
+        data = json.load(f)
+    return data["data"] if isinstance(data, dict) else data
+
+
+def sign(secret, msg_id, ts, body):
+    key = base64.b64decode(secret[len("whsec_"):])
+    mac = hmac.new(key, b"%s.%d.%s" % (msg_id.encode(), ts, body),
+                   hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+class ReferralsTest(DaemonTestCase):
+
+    def setUp(self):
+        self.srv = simserver.start(Sim(DATA))
+        self.sim = self.srv.sim
+        self.sim_port = int(self.sim.base_url.rsplit(":", 1)[1])
+
+    def tearDown(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+        self.sim.watch.stop()
+
+    def start(self, rate=1000):
+        lua = TENANT % (CLIENT + (self.sim_port, self.sim_port, SECRET, rate))
+        d = self.daemon(start=False, tenants=(), port=free_port(),
+                        extra_tenants={"acme": lua})
+        d.start()
+        gold = [c for c in sample_contacts()
+                if c.get("Customer_Tier") == "Gold" and c.get("Email")]
+        wait_until(lambda: len(self.referrers(d)) == len(gold), scale(30),
+                   "cohort enrolled", interval=0.2)
+        return d
+
+    def referrers(self, d):
+        out = run_cli("referrers", "list", "--data", d.data_dir, "--tenant",
+                      "acme", "--json")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        return [json.loads(x) for x in out.stdout.splitlines()]
+
+    def referrals(self, d):
+        out = run_cli("referrals", "list", "--data", d.data_dir, "--tenant",
+                      "acme", "--json")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        return {r["id"]: r for r in map(json.loads, out.stdout.splitlines())}
+
+    def post(self, d, body, headers=None, form=False):
+        if form:
+            data = urllib.parse.urlencode(body).encode()
+            h = {"Content-Type": "application/x-www-form-urlencoded"}
+        else:
+            data = json.dumps(body).encode()
+            h = {"Content-Type": "application/json"}
+        h.update(headers or {})
+        return d.request("POST", "/t/acme/referrals", data, h)
+
+    def sim_leads(self, email):
+        url = "%s/_sim/records/Leads?Email=%s" % (
+            self.sim.base_url, urllib.parse.quote(email))
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return json.loads(r.read())["data"]
+
+    def test_rules_and_mapping(self):
+        d = self.start()
+        ana, bo = self.referrers(d)[:2]
+        cases = [
+            ({"code": ana["code"], "email": "kim@example.com",
+              "first_name": "Kim"}, 201, None),
+            ({"code": ana["code"].lower(), "email": "lee@example.com"}, 201,
+             None),
+            ({"code": bo["code"], "email": "KIM+again@Example.com"}, 422,
+             "duplicate_person"),
+            ({"code": ana["code"], "email": ana["email"].upper()}, 422,
+             "self_referral"),
+            ({"code": ana["code"], "email": "no-at-sign"}, 422,
+             "invalid_email"),
+            ({"code": ana["code"], "first_name": "Nobody"}, 422,
+             "missing_email"),
+            ({"code": "ABCDEFGHJKMNP", "email": "x@example.com"}, 422,
+             "unknown_referrer"),
+            ({"code": "0000", "email": "y@example.com"}, 422,
+             "invalid_code"),
+            ({"code": bo["code"], "email": "pat@competitor.example"}, 201,
+             None),
+        ]
+        for body, status, code in cases:
+            r = self.post(d, body)
+            self.assertEqual(r.status, status, (body, r.body))
+            self.assertIn("referral-id", r.headers)
+            if code:
+                self.assertEqual(r.error_code(), code)
+            else:
+                self.assertEqual(r.json()["status"], "accepted")
+        # A form post, as a landing page sends it.
+        r = self.post(d, {"code": bo["code"], "email": "sam@example.com",
+                          "first_name": "Sam"}, form=True)
+        self.assertEqual(r.status, 201, r.body)
+        # Not a body we can read.
+        r = d.request("POST", "/t/acme/referrals", b"{not json",
+                      {"Content-Type": "application/json"})
+        self.assertEqual((r.status, r.error_code()), (400, "invalid_body"))
+        r = d.request("POST", "/t/nobody/referrals", b"{}")
+        self.assertEqual((r.status, r.error_code()), (404, "tenant_not_found"))
+
+        def settled():
+            rs = self.referrals(d)
+            return all(r["status"] not in ("accepted", "mapped")
+                       for r in rs.values()) and rs
+        wait_until(settled, scale(20), "referrals settled", interval=0.2)
+        rs = self.referrals(d)
+        self.assertEqual(len(rs), 10)
+        by_email = {r["person"].get("email"): r for r in rs.values()}
+        kim = by_email["kim@example.com"]
+        self.assertEqual(kim["status"], "in_crm")
+        self.assertEqual(kim["referrer"], ana["contact_id"])
+        leads = self.sim_leads("kim@example.com")
+        self.assertEqual(len(leads), 1)
+        self.assertEqual(leads[0]["id"], kim["crm"]["id"])
+        self.assertEqual(leads[0]["Lead_Source"], "External Referral")
+        self.assertEqual(leads[0]["Referral_Code_Used"], ana["code"])
+        self.assertEqual(leads[0]["Referred_By"], ana["name"])
+        self.assertEqual(by_email["sam@example.com"]["channel"], "form")
+        self.assertEqual(by_email["sam@example.com"]["status"], "in_crm")
+        # The capture hook refused a person it knows as a customer.
+        pat = by_email["pat@competitor.example"]
+        self.assertEqual((pat["status"], pat["reason"]),
+                         ("refused", "existing_customer"))
+        self.assertEqual(self.sim_leads("pat@competitor.example"), [])
+        self.assertEqual(sorted(r["reason"] for r in rs.values()
+                                if r["status"] == "refused"),
+                         ["duplicate_person", "existing_customer",
+                          "invalid_code", "invalid_email", "missing_email",
+                          "self_referral", "unknown_referrer"])
+
+    def test_signed_posts_and_the_rate_limit(self):
+        d = self.start(rate=3)
+        ana = self.referrers(d)[0]
+        statuses = []
+        for i in range(5):
+            r = self.post(d, {"code": ana["code"],
+                              "email": "form%d@example.com" % i}, form=True)
+            statuses.append(r.status)
+        self.assertEqual(statuses, [201, 201, 201, 429, 429])
+        self.assertEqual(r.error_code(), "rate_limited")
+        self.assertGreaterEqual(int(r.headers["retry-after"]), 1)
+        # Signed server-to-server posts are not limited per address.
+        for i in range(3):
+            body = json.dumps({"code": ana["code"],
+                               "person": {"email": "api%d@example.com" % i}
+                               }).encode()
+            ts = int(time.time())
+            r = d.request("POST", "/t/acme/referrals", body, {
+                "Content-Type": "application/json",
+                "webhook-id": "msg_%d" % i, "webhook-timestamp": str(ts),
+                "webhook-signature": sign(SECRET, "msg_%d" % i, ts, body)})
+            self.assertEqual(r.status, 201, r.body)
+        r = d.request("POST", "/t/acme/referrals", body, {
+            "Content-Type": "application/json", "webhook-id": "msg_x",
+            "webhook-timestamp": str(ts),
+            "webhook-signature": sign(SECRET, "msg_other", ts, body)})
+        self.assertEqual((r.status, r.error_code()),
+                         (401, "signature_mismatch"))
+        channels = sorted(r["channel"] for r in self.referrals(d).values())
+        self.assertEqual(channels, ["form"] * 3 + ["webhook"] * 3)
+
+    def test_accepted_before_a_crash_reaches_the_crm(self):
+        d = self.start()
+        ana = self.referrers(d)[0]
+        # Zoho is slow: the upsert is still in flight when we kill.
+        with urllib.request.urlopen(urllib.request.Request(
+                self.sim.base_url + "/_sim/faults",
+                data=json.dumps({"slow": {"ms": 3000, "count": 5}}).encode(),
+                method="POST"), timeout=10) as resp:
+            resp.read()
+        r = self.post(d, {"code": ana["code"], "email": "crash@example.com"})
+        self.assertEqual(r.status, 201)
+        d.kill()
+        d.start()
+        wait_until(lambda: self.referrals(d)[r.json()["referral_id"]]
+                   ["status"] == "in_crm", scale(30), "mapped after restart",
+                   interval=0.2)
+        self.assertEqual(len(self.sim_leads("crash@example.com")), 1)
+
+
+if __name__ == "__main__":
+    unittest.main()
