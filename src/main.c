@@ -79,6 +79,14 @@ static const struct command commands[] = {
      "referred person's email and the referrer's contact id; --json prints\n"
      "each referral as stored. Read-only.\n",
      rf_cli_referrals},
+    {"audit", "print a tenant's audit log",
+     "referee audit list --data DIR --tenant ID\n\n"
+     "Prints every state change of the tenant's referral program as JSON\n"
+     "lines, oldest first: seq, at, kind (enrolled, captured, refused,\n"
+     "mapped, in_crm, converted, qualified, rejected, reversed, ...), the\n"
+     "referral, the script version that decided and the evidence.\n"
+     "Read-only.\n",
+     rf_cli_audit},
     {"zoho", "show a tenant's Zoho connection state",
      "referee zoho status --data DIR --tenant ID\n\n"
      "Prints, as JSON, what the store holds about the tenant's Zoho\n"

@@ -23,6 +23,9 @@ int rf_cli_referrers(int argc, char **argv);
 /* `referee referrals list --data DIR --tenant ID [--json]` */
 int rf_cli_referrals(int argc, char **argv);
 
+/* `referee audit list --data DIR --tenant ID` */
+int rf_cli_audit(int argc, char **argv);
+
 /* `referee zoho status --data DIR --tenant ID` */
 int rf_cli_zoho(int argc, char **argv);
 

@@ -63,6 +63,8 @@ struct rf_zoho_poll_opts {
     rf_zoho_batch_cb on_batch;
     rf_zoho_poll_done_cb on_done;
     void *arg;
+    const char *converted; /* "both" for Leads, so that converted leads
+                              are seen too; NULL: Zoho's default */
 };
 
 /* Starts a poll that runs until nothing new is left. Options are copied.

@@ -33,6 +33,9 @@ struct rf_zoho_list_opts {
     unsigned per_page;      /* 1..200; 0: 200 */
     size_t max_records;     /* stop after the page that reaches this
                                many; 0: all */
+    const char *converted;  /* Leads: "true", "false" or "both" (Zoho
+                               hides converted leads by default); NULL:
+                               not sent */
 };
 
 /* One page of a list. `data` is the array of records (borrowed for the

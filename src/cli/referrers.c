@@ -1,5 +1,6 @@
 /* `referee referrers list` and `referee zoho status`: what the Zoho sync
  * did, read from the store read-only (works while the daemon runs). */
+#include "referee/audit.h"
 #include "referee/cli.h"
 #include "referee/error.h"
 #include "referee/referrals.h"
@@ -164,6 +165,44 @@ int rf_cli_referrals(int argc, char **argv)
     rf_store_close(st);
     if (rc != 0) {
         fprintf(stderr, "referee referrals: %s\n", rf_strerror(rc));
+        return 1;
+    }
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
+/* --- audit list --------------------------------------------------------- */
+
+static int print_entry(const cJSON *e, void *arg)
+{
+    char *line = cJSON_PrintUnformatted(e);
+
+    (void)arg;
+    if (line == NULL) {
+        return RF_ENOMEM;
+    }
+    puts(line);
+    cJSON_free(line);
+    return 0;
+}
+
+int rf_cli_audit(int argc, char **argv)
+{
+    struct args a = {0};
+    struct rf_store *st = NULL;
+    MDB_txn *txn = NULL;
+    int rc = parse("audit", "list", argc, argv, &a);
+
+    if (rc != 0 || (rc = open_ro("audit", a.data, &st)) != 0) {
+        return rc;
+    }
+    rc = rf_store_read_begin(st, &txn);
+    if (rc == 0) {
+        rc = rf_audit_each(txn, st, a.tenant, 0, print_entry, NULL);
+        rf_store_read_end(st, txn);
+    }
+    rf_store_close(st);
+    if (rc != 0) {
+        fprintf(stderr, "referee audit: %s\n", rf_strerror(rc));
         return 1;
     }
     return fflush(stdout) == 0 ? 0 : 1;

@@ -533,7 +533,7 @@ static const char *read_fields(lua_State *L, int opts, const char *fn,
 {
     int type = opts ? lua_getfield(L, opts, "fields") : LUA_TNIL;
     size_t n = 0, len;
-    lua_Integer count;
+    lua_Integer count = 0;
 
     out[0] = '\0';
     if (type == LUA_TSTRING) {

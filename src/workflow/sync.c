@@ -3,6 +3,7 @@
 #include "referee/sync.h"
 #include "referee/error.h"
 #include "referee/log.h"
+#include "referee/milestone.h"
 #include "referee/referrers.h"
 #include "referee/writer.h"
 #include "referee/zoho.h"
@@ -50,14 +51,24 @@ struct rf_sync {
 };
 
 /* One record handed to a hook, and what came back. */
+struct decision;
+
+/* Which hook an answer is for. */
+struct hook_slot {
+    struct decision *d;
+    enum rf_hook hook;
+};
+
 struct decision {
     struct work *w;
     const cJSON *rec;
     char id[RF_ZOHO_ID_MAX];
-    int rc;        /* 0: the hook answered */
-    int enrol;     /* the answer accepts the contact */
+    int rc;        /* 0: every hook answered */
+    int enrol;     /* cohort accepted the contact */
     char *email, *name;
     char *error;
+    struct rf_milestone ms; /* the referral the record is linked to */
+    struct hook_slot cohort, milestone;
 };
 
 /* A set of records on their way through hooks and into the store: a poll
@@ -182,6 +193,7 @@ static void work_free(struct work *w)
         free(w->d[i].email);
         free(w->d[i].name);
         free(w->d[i].error);
+        rf_milestone_cleanup(&w->d[i].ms);
     }
     free(w->d);
     cJSON_Delete(w->owned);
@@ -214,6 +226,10 @@ static int run_work(MDB_txn *txn, struct rf_write_job *wj)
 
             rc = rf_referrer_enrol(txn, st, &in, code, &created);
             w->enrolled += (size_t)created;
+        }
+        if (rc == 0 && d->ms.referral) {
+            rc = rf_milestone_apply(txn, st, w->ts->tenant, w->module, d->rec,
+                                    w->version, w->at_ms, &d->ms);
         }
         if (rc == 0 && (w->retry || w->may_retry)) {
             rc = del_retry(txn, w, d);
@@ -304,15 +320,19 @@ static void decided(struct work *w)
     }
 }
 
-static void on_cohort(const struct rf_hook_result *res, void *arg)
+static void on_cohort(const struct rf_hook_result *res, struct decision *d)
 {
-    struct decision *d = arg;
-
-    d->rc = res->rc;
     if (res->rc == 0) {
         read_cohort(d, res->value);
-    } else {
-        d->error = strdup(res->error ? res->error : rf_strerror(res->rc));
+    }
+}
+
+static void on_milestone(const struct rf_hook_result *res, struct decision *d)
+{
+    if (res->rc == 0 && rf_milestone_answer(&d->ms, res->value) != 0) {
+        d->rc = RF_ESCRIPT;
+        free(d->error);
+        d->error = strdup(d->ms.error);
     }
 }
 
@@ -320,14 +340,60 @@ static void on_cohort(const struct rf_hook_result *res, void *arg)
  * end later; the set commits after the last. */
 static void on_hook_done(const struct rf_hook_result *res, void *arg)
 {
-    struct decision *d = arg;
+    struct hook_slot *slot = arg;
+    struct decision *d = slot->d;
     struct work *w = d->w;
 
-    on_cohort(res, d);
+    if (res->rc != 0) {
+        d->rc = res->rc;
+        free(d->error);
+        d->error = strdup(res->error ? res->error : rf_strerror(res->rc));
+    } else if (slot->hook == RF_HOOK_COHORT) {
+        on_cohort(res, d);
+    } else {
+        on_milestone(res, d);
+    }
     if (res->version != NULL && res->version[0]) {
         snprintf(w->version, sizeof(w->version), "%s", res->version);
     }
     decided(w);
+}
+
+static void call_hook(struct work *w, struct decision *d,
+                      struct hook_slot *slot, enum rf_hook hook,
+                      const cJSON *input)
+{
+    slot->d = d;
+    slot->hook = hook;
+    w->pending++;
+    if (rf_engine_call_value(w->ts->s->e, w->ts->tenant, rf_hook_name(hook),
+                             input, d->id, on_hook_done, slot) != 0) {
+        d->rc = RF_ENOMEM;
+        w->pending--;
+    }
+}
+
+/* Finds the referrals the records are linked to (and what converted leads
+ * became). */
+static void find_links(struct work *w, int milestone)
+{
+    struct rf_store *st = w->ts->s->store;
+    int leads = strcmp(w->module, "Leads") == 0;
+    MDB_txn *txn;
+
+    if ((!milestone && !leads) || rf_store_read_begin(st, &txn) != 0) {
+        return;
+    }
+    for (size_t i = 0; i < w->n; i++) {
+        struct decision *d = &w->d[i];
+
+        if (d->id[0] &&
+            rf_milestone_find(txn, st, w->ts->tenant, w->module, d->rec,
+                              &d->ms) != 0) {
+            d->ms.referral = 0;
+        }
+    }
+    rf_store_read_end(st, txn);
 }
 
 static void start_work(struct tsync *ts, struct work *w)
@@ -336,6 +402,7 @@ static void start_work(struct tsync *ts, struct work *w)
     const struct rf_tenant *t = rf_engine_tenant(s->e, ts->tenant);
     int cohort = strcmp(w->module, "Contacts") == 0 &&
                  has_hook(s, ts->tenant, RF_HOOK_COHORT);
+    int milestone = has_hook(s, ts->tenant, RF_HOOK_MILESTONE);
     size_t i = 0;
 
     w->at_ms = now_ms();
@@ -346,23 +413,35 @@ static void start_work(struct tsync *ts, struct work *w)
     if (w->d == NULL) {
         w->n = 0;
     }
-    w->pending = 1; /* held until every call started */
     for (const cJSON *r = w->records ? w->records->child : NULL;
          r && i < w->n; r = r->next, i++) {
+        w->d[i].w = w;
+        w->d[i].rec = r;
+        (void)rf_zoho_json_id(cJSON_GetObjectItemCaseSensitive(r, "id"),
+                              w->d[i].id);
+    }
+    find_links(w, milestone);
+    w->pending = 1; /* held until every call started */
+    for (i = 0; i < w->n; i++) {
         struct decision *d = &w->d[i];
 
-        d->w = w;
-        d->rec = r;
-        (void)rf_zoho_json_id(cJSON_GetObjectItemCaseSensitive(r, "id"),
-                              d->id);
-        if (!cohort || d->id[0] == '\0') {
+        if (d->id[0] == '\0') {
             continue;
         }
-        w->pending++;
-        if (rf_engine_call_value(s->e, ts->tenant, "cohort", r, d->id,
-                                 on_hook_done, d) != 0) {
-            d->rc = RF_ENOMEM;
-            w->pending--;
+        if (cohort) {
+            call_hook(w, d, &d->cohort, RF_HOOK_COHORT, d->rec);
+        }
+        if (milestone && d->ms.referral) {
+            cJSON *args = cJSON_CreateArray();
+
+            if (args == NULL ||
+                !cJSON_AddItemReferenceToArray(args, (cJSON *)d->rec) ||
+                !cJSON_AddItemReferenceToArray(args, d->ms.referral_json)) {
+                d->rc = RF_ENOMEM;
+            } else {
+                call_hook(w, d, &d->milestone, RF_HOOK_MILESTONE, args);
+            }
+            cJSON_Delete(args);
         }
     }
     decided(w);
@@ -380,6 +459,47 @@ static struct work *work_new(struct tsync *ts, const char *module)
 }
 
 /* --- polling ------------------------------------------------------------ */
+
+/* Whether the comma-separated list has `name`. */
+static int has_field(const char *list, const char *name, size_t len)
+{
+    for (const char *p = list; *p;) {
+        size_t n = strcspn(p, ",");
+
+        if (n == len && strncmp(p, name, len) == 0) {
+            return 1;
+        }
+        p += n + (p[n] == ',');
+    }
+    return 0;
+}
+
+/* The fields read from a module: the tenant's, and for Leads what lead
+ * conversion needs. Returns buf. */
+static const char *module_fields(const char *module, const char *fields,
+                                 char *buf, size_t n)
+{
+    const char *extra = RF_MILESTONE_LEAD_FIELDS;
+    size_t len = (size_t)snprintf(buf, n, "%s", fields);
+
+    if (strcmp(module, "Leads") != 0) {
+        return buf;
+    }
+    for (const char *p = extra; *p && len < n;) {
+        size_t k = strcspn(p, ",");
+
+        if (!has_field(fields, p, k)) {
+            len += (size_t)snprintf(buf + len, n - len, ",%.*s", (int)k, p);
+        }
+        p += k + (p[k] == ',');
+    }
+    return buf;
+}
+
+static const char *converted_of(const char *module)
+{
+    return strcmp(module, "Leads") == 0 ? "both" : NULL;
+}
 
 struct poll_ctx {
     struct tsync *ts;
@@ -442,6 +562,7 @@ static void poll_all(struct tsync *ts)
     for (size_t i = 0; i < zs->nmodules; i++) {
         struct poll_ctx *pc = calloc(1, sizeof(*pc));
         struct rf_zoho_poll_opts o = {0};
+        char fields[4200];
         int rc;
 
         if (pc == NULL) {
@@ -450,7 +571,9 @@ static void poll_all(struct tsync *ts)
         pc->ts = ts;
         snprintf(pc->module, sizeof(pc->module), "%s", zs->modules[i].name);
         o.module = zs->modules[i].name;
-        o.fields = zs->modules[i].fields;
+        o.fields = module_fields(o.module, zs->modules[i].fields, fields,
+                                 sizeof(fields));
+        o.converted = converted_of(o.module);
         o.on_batch = on_batch;
         o.on_done = on_poll_done;
         o.arg = pc;
@@ -549,12 +672,14 @@ static int fetch(struct tsync *ts, const char *module, const char *ids,
     const struct rf_tenant_zoho *zs = zoho_settings(ts->s, ts->tenant);
     struct rf_zoho *z = rf_engine_zoho(ts->s->e, ts->tenant);
     const char *fields = NULL;
+    char buf[4200];
     struct fetch *f;
     int rc;
 
     for (size_t i = 0; zs && i < zs->nmodules; i++) {
         if (strcmp(zs->modules[i].name, module) == 0) {
-            fields = zs->modules[i].fields;
+            fields = module_fields(module, zs->modules[i].fields, buf,
+                                   sizeof(buf));
         }
     }
     if (z == NULL || fields == NULL) {
@@ -570,7 +695,9 @@ static int fetch(struct tsync *ts, const char *module, const char *ids,
     f->done = done;
     f->done_arg = done_arg;
     {
-        const char *q[] = {"ids", ids, "fields", fields, NULL};
+        const char *q[] = {"ids", ids, "fields", fields,
+                           converted_of(module) ? "converted" : NULL,
+                           converted_of(module), NULL};
         struct rf_zoho_request rq = {.method = "GET", .path = module,
                                      .query = q};
 

@@ -40,6 +40,7 @@ struct rf__zoho_poll {
     struct rf_zoho *z;
     char *module;
     char *fields;
+    char *converted; /* NULL: not sent */
     rf_zoho_batch_cb on_batch;
     rf_zoho_poll_done_cb on_done;
     void *arg;
@@ -213,6 +214,7 @@ static void poll_free(struct rf__zoho_poll *p)
     cursor_free(&p->cur);
     free(p->module);
     free(p->fields);
+    free(p->converted);
     free(p);
 }
 
@@ -517,7 +519,8 @@ static void step_normal(struct rf__zoho_poll *p)
     char per[8];
     const char *q[] = {
         "fields",     p->fields, "per_page", per, "sort_by", "Modified_Time",
-        "sort_order", "asc",     "page",     "1", NULL};
+        "sort_order", "asc",     "page",     "1",
+        p->converted ? "converted" : NULL, p->converted, NULL};
     struct rf_zoho_request rq = {
         "GET", p->module, q, NULL, p->cur.has ? since_incl(p, p->cur.t) : 0,
         1,     0,         0};
@@ -623,8 +626,9 @@ static void on_scan_done(const struct rf_zoho_result *res, size_t total,
 
 static void step_scan(struct rf__zoho_poll *p)
 {
-    struct rf_zoho_list_opts o = {
-        p->module, p->fields, "id", 0, since_incl(p, p->cur.t), 0, 0};
+    struct rf_zoho_list_opts o = {p->module, p->fields, "id",
+                                  0,         since_incl(p, p->cur.t),
+                                  0,         0,        p->converted};
     int rc;
 
     p->mode = SCAN;
@@ -663,7 +667,8 @@ static void step_probe(struct rf__zoho_poll *p)
 {
     const char *q[] = {
         "fields",     p->fields, "per_page", "1", "sort_by", "Modified_Time",
-        "sort_order", "asc",     "page",     "1", NULL};
+        "sort_order", "asc",     "page",     "1",
+        p->converted ? "converted" : NULL, p->converted, NULL};
     struct rf_zoho_request rq = {
         "GET", p->module, q, NULL, since_incl(p, p->cur.t + 1), 1, 0, 0};
     int rc;
@@ -715,7 +720,9 @@ static int poll_new(struct rf_zoho *z, const struct rf_zoho_poll_opts *o,
     rc = cursor_load(z, o->module, &p->cur);
     p->module = strdup(o->module);
     p->fields = poll_fields(o->fields);
-    if (rc == 0 && (p->module == NULL || p->fields == NULL)) {
+    p->converted = o->converted ? strdup(o->converted) : NULL;
+    if (rc == 0 && (p->module == NULL || p->fields == NULL ||
+                    (o->converted && p->converted == NULL))) {
         rc = RF_ENOMEM;
     }
     if (rc != 0) {

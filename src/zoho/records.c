@@ -15,7 +15,7 @@
 
 struct rf__zoho_list {
     struct rf_zoho *z;
-    char *module, *fields, *sort_by;
+    char *module, *fields, *sort_by, *converted;
     int desc;
     int64_t ims;
     unsigned per_page;
@@ -39,6 +39,7 @@ static void list_free(struct rf__zoho_list *l)
     free(l->module);
     free(l->fields);
     free(l->sort_by);
+    free(l->converted);
     free(l->token);
     free(l);
 }
@@ -78,6 +79,10 @@ static int list_fetch(struct rf__zoho_list *l)
         q[n++] = l->sort_by;
         q[n++] = "sort_order";
         q[n++] = l->desc ? "desc" : "asc";
+    }
+    if (l->converted) {
+        q[n++] = "converted";
+        q[n++] = l->converted;
     }
     q[n++] = l->by_token ? "page_token" : "page";
     q[n++] = l->by_token ? l->token : page;
@@ -221,8 +226,10 @@ int rf__zoho_list_start(struct rf_zoho *z, const struct rf_zoho_list_opts *o,
     l->module = strdup(o->module);
     l->fields = o->fields ? strdup(o->fields) : NULL;
     l->sort_by = o->sort_by ? strdup(o->sort_by) : NULL;
+    l->converted = o->converted ? strdup(o->converted) : NULL;
     if (l->module == NULL || (o->fields && l->fields == NULL) ||
-        (o->sort_by && l->sort_by == NULL)) {
+        (o->sort_by && l->sort_by == NULL) ||
+        (o->converted && l->converted == NULL)) {
         list_free(l);
         return RF_ENOMEM;
     }

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import os
+import signal
 import sys
 import time
 import unittest
@@ -20,12 +21,14 @@ from harness import (DaemonTestCase, SOURCE_DIR, free_port, run_cli, scale,
 
 sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "zoho_sim"))
 from zohosim import server as simserver  # noqa: E402
+from zohosim import ztime  # noqa: E402
 from zohosim.sim import Sim  # noqa: E402
 
 DATA = os.path.join(SOURCE_DIR, "data", "zoho-sample")
 CLIENT = ("1000.DEMO", "demo-secret",
           "1000.6030bdc4a78ce82dd81226206ea94fe3"
           ".d80b315c54779d22735f075d26ccf116")
+SIM_START = "2027-03-01T09:00:00+00:00"
 SECRET = "whsec_" + base64.b64encode(b"referrals-secret-for-tests").decode()
 
 TENANT = """
@@ -36,12 +39,20 @@ return {
     allowed_hosts = { { host = "127.0.0.1", port = %d, http = true,
                         private = true } },
     modules = { Contacts = { "Email", "Full_Name", "Customer_Tier",
-                             "NPS_Score", "Email_Opt_Out" } },
+                             "NPS_Score", "Email_Opt_Out" },
+                Leads = { "Email", "Lead_Status" },
+                Deals = { "Deal_Name", "Stage", "Amount" } },
     poll_every_s = 3600,
   },
   program = { secret = "%s", form_per_minute = %d },
   cohort = function(c)
     return c.Customer_Tier == "Gold" and type(c.Email) == "string"
+  end,
+  milestone = function(record, referral)
+    if record.Stage == "Closed Won" then return "qualified" end
+    if record.Stage == "Closed Lost" then
+      return { status = "rejected", reason = "deal lost" }
+    end
   end,
   capture = function(referral, referrer)
     local p = referral.person
@@ -75,7 +86,9 @@ def sign(secret, msg_id, ts, body):
 class ReferralsTest(DaemonTestCase):
 
     def setUp(self):
-        self.srv = simserver.start(Sim(DATA))
+        # The simulator's clock starts after the sample data's last change,
+        # so that new changes sort after every sample record, as in Zoho.
+        self.srv = simserver.start(Sim(DATA, start=ztime.parse_loose(SIM_START)))
         self.sim = self.srv.sim
         self.sim_port = int(self.sim.base_url.rsplit(":", 1)[1])
 
@@ -243,6 +256,66 @@ class ReferralsTest(DaemonTestCase):
                    ["status"] == "in_crm", scale(30), "mapped after restart",
                    interval=0.2)
         self.assertEqual(len(self.sim_leads("crash@example.com")), 1)
+
+    def zoho_api(self, method, path, body=None):
+        """A REST call to the simulator as a Zoho user would make it."""
+        token_url = ("%s/eu/accounts/oauth/v2/token?grant_type=refresh_token"
+                     "&client_id=%s&client_secret=%s&refresh_token=%s"
+                     % ((self.sim.base_url,) + CLIENT))
+        with urllib.request.urlopen(urllib.request.Request(
+                token_url, data=b"", method="POST"), timeout=10) as r:
+            token = json.loads(r.read())["access_token"]
+        req = urllib.request.Request(
+            "%s/eu/api/crm/v8/%s" % (self.sim.base_url, path),
+            data=json.dumps(body).encode() if body is not None else None,
+            method=method, headers={"Authorization": "Zoho-oauthtoken " +
+                                    token,
+                                    "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read() or b"null")
+
+    def test_milestones_follow_the_converted_deal(self):
+        d = self.start()
+        ana = self.referrers(d)[0]
+        r = self.post(d, {"code": ana["code"], "email": "deal@example.com",
+                          "last_name": "Dealer"})
+        rid = r.json()["referral_id"]
+        wait_until(lambda: self.referrals(d)[rid]["status"] == "in_crm",
+                   scale(20), "in_crm", interval=0.2)
+        lead = self.referrals(d)[rid]["crm"]["id"]
+        answer = self.zoho_api("POST", "Leads/%s/actions/convert" % lead, {
+            "data": [{"Deals": {"Deal_Name": "Dealer - Referral",
+                                "Stage": "Qualification",
+                                "Closing_Date": "2027-01-31"}}]})
+        deal = answer["data"][0]["details"]["Deals"]["id"]
+
+        def poll_until(what, cond):
+            # Zoho's times have whole seconds, and two versions of a record
+            # within one second are one to a poll: let the clock move on.
+            time.sleep(1.1)
+            d.send_signal(signal.SIGHUP)  # a reload polls at once
+            wait_until(lambda: cond(self.referrals(d)[rid]), scale(20), what,
+                       interval=0.2)
+
+        poll_until("converted", lambda r: r.get("converted") is True)
+        self.assertEqual(self.referrals(d)[rid]["deal"], deal)
+        self.assertEqual(self.referrals(d)[rid]["status"], "in_crm")
+        time.sleep(1.1)
+        self.zoho_api("PUT", "Deals", {"data": [{"id": deal,
+                                                 "Stage": "Closed Won"}]})
+        poll_until("qualified", lambda r: r["status"] == "qualified")
+        time.sleep(1.1)
+        self.zoho_api("PUT", "Deals", {"data": [{"id": deal,
+                                                 "Stage": "Closed Lost"}]})
+        poll_until("reversed", lambda r: r.get("reversed") is True)
+        self.assertEqual(self.referrals(d)[rid]["status"], "qualified")
+        out = run_cli("audit", "list", "--data", d.data_dir, "--tenant",
+                      "acme")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        kinds = [e["kind"] for e in map(json.loads, out.stdout.splitlines())
+                 if e.get("referral") == rid]
+        self.assertEqual(kinds, ["captured", "mapped", "in_crm",
+                                 "converted", "qualified", "reversed"])
 
 
 if __name__ == "__main__":

@@ -741,7 +741,7 @@ static void test_close_with_calls_in_flight(void **state)
     struct outcome o[5];
     int poll_rc = 1;
     struct rf_zoho_poll_opts po = {"Contacts", "Last_Name", on_batch_unexpected,
-                                   on_poll_stopped, &poll_rc};
+                                   on_poll_stopped, &poll_rc, NULL};
 
     open_dc("eu");
     list_call(&o[0]);
@@ -972,7 +972,7 @@ static void test_list_past_the_2000_wall(void **state)
 {
     struct listing l = {0};
     struct rf_zoho_list_opts o = {"Contacts", "Last_Name,Email", "id", 0, 0, 0,
-                                  0};
+                                  0, NULL};
     cJSON *calls, *c;
     int tokens = 0, walls = 0;
 
@@ -1007,9 +1007,10 @@ static void test_list_past_the_2000_wall(void **state)
 static void test_empty_answers_204_and_304(void **state)
 {
     struct listing l = {0};
-    struct rf_zoho_list_opts deals = {"Deals", "Deal_Name", NULL, 0, 0, 0, 0};
+    struct rf_zoho_list_opts deals = {"Deals", "Deal_Name", NULL, 0, 0, 0, 0,
+                                      NULL};
     struct rf_zoho_list_opts later = {
-        "Contacts", "Last_Name", "Modified_Time", 0, 0, 0, 0};
+        "Contacts", "Last_Name", "Modified_Time", 0, 0, 0, 0, NULL};
     struct outcome o;
     cJSON *made, *calls, *c;
     char id[RF_ZOHO_ID_MAX];
@@ -1365,7 +1366,7 @@ static void on_polled(int rc, const char *error,
 static void poll_once(struct pollrun *r)
 {
     struct rf_zoho_poll_opts o = {"Contacts", "Last_Name,Phone", on_batch,
-                                  on_polled, r};
+                                  on_polled, r, NULL};
 
     r->done = 0;
     assert_int_equal(rf_zoho_poll(zc, &o), 0);
