@@ -134,6 +134,7 @@ struct rf_zoho_stats {
     uint64_t calls;       /* HTTP calls to the API */
     uint64_t retries;     /* of which repeated after 5xx, timeout or 401 */
     uint64_t throttled;   /* 429 answers */
+    uint64_t cuts;        /* times a 429 lowered the concurrency */
     uint64_t refreshes;   /* token refreshes sent by this process */
     unsigned refreshes_in_window; /* in the last refresh_window_s */
     int64_t token_expires_ms;     /* 0: no usable token */

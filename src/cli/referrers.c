@@ -220,11 +220,24 @@ static void add_state(cJSON *out, const char *kind, const char *name,
         const cJSON *refreshes = cJSON_GetObjectItemCaseSensitive(
             v, "refreshes");
 
-        cJSON_AddStringToObject(t, "client_id", name);
+        char client[256];
+        size_t n = strlen(name);
+
+        /* The record is named "<client id>.<12 hex digits of the refresh
+         * token's hash>". */
+        snprintf(client, sizeof(client), "%.*s",
+                 (int)(n > 13 && name[n - 13] == '.' ? n - 13 : n), name);
+        cJSON_AddStringToObject(t, "client_id", client);
         cJSON_AddStringToObject(t, "dc", str(v, "dc"));
         cJSON_AddStringToObject(t, "api_domain", str(v, "api_domain"));
         if (cJSON_IsNumber(exp)) {
-            cJSON_AddNumberToObject(t, "expires_at", exp->valuedouble / 1000);
+            time_t secs = (time_t)(exp->valuedouble / 1000);
+            struct tm tm;
+            char when[32];
+
+            gmtime_r(&secs, &tm);
+            strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+            cJSON_AddStringToObject(t, "expires_at", when);
         }
         cJSON_AddNumberToObject(t, "refreshes_recorded",
                                 cJSON_GetArraySize(refreshes));
@@ -336,6 +349,14 @@ int rf_cli_zoho(int argc, char **argv)
     cJSON_AddStringToObject(out, "tenant", a.tenant);
     rc = out ? status(st, a.tenant, out) : RF_ENOMEM;
     rf_store_close(st);
+    if (rc == 0 && cJSON_GetArraySize(out) == 1) {
+        fprintf(stderr,
+                "referee zoho: no Zoho state for tenant '%s' in %s (no "
+                "connection has run for it yet)\n",
+                a.tenant, a.data);
+        cJSON_Delete(out);
+        return 1;
+    }
     text = rc == 0 ? cJSON_Print(out) : NULL;
     cJSON_Delete(out);
     if (text == NULL) {

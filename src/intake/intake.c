@@ -384,7 +384,7 @@ static int same_channel(const cJSON *v, const char *want)
 
 /* Checks a callback's channel and token and its shape; answers on
  * failure. */
-static int check_notification(struct rf_http_req *req,
+static int check_notification(struct rf_http_req *req, const char *tenant,
                               const struct rf_tenant_zoho *z,
                               const char *body, size_t len)
 {
@@ -411,6 +411,10 @@ static int check_notification(struct rf_http_req *req,
          same_channel(channel, z->channel_id);
     if (!ok) {
         cJSON_Delete(json);
+        rf_log_warn("intake",
+                    RF_F("tenant", tenant, "client", rf_http_client(req)),
+                    "refused a Zoho notification: the channel id or token "
+                    "does not match");
         rf_http_respond_error(req, 403, "invalid_channel_token",
                               "the channel id or token does not match the "
                               "tenant's Zoho notification channel");
@@ -435,7 +439,10 @@ static char *without_token(const char *body, size_t len)
     cJSON *json = rf_api_parse_json(body, len, err, sizeof(err));
     char *out;
 
-    cJSON_DeleteItemFromObjectCaseSensitive(json, "token");
+    /* Every copy: a body may repeat the key. */
+    while (cJSON_GetObjectItemCaseSensitive(json, "token") != NULL) {
+        cJSON_DeleteItemFromObjectCaseSensitive(json, "token");
+    }
     out = json ? cJSON_PrintUnformatted(json) : NULL;
     cJSON_Delete(json);
     return out;
@@ -460,7 +467,7 @@ void rf_intake_handle_zoho(struct rf_intake *in, struct rf_http_req *req,
         rf_http_respond_error(req, 404, "notify_not_configured",
                               "the tenant has no Zoho notification channel");
     } else {
-        (void)check_notification(req, t->zoho, body, len);
+        (void)check_notification(req, t->id, t->zoho, body, len);
     }
     if (rf_http_answered(req)) {
         in->stats.rejected++;

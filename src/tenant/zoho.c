@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <lauxlib.h>
 #include <openssl/crypto.h>
@@ -25,6 +26,7 @@
 #include "internal.h"
 
 #define FIELDS_MAX 4096
+#define ZOHO_FIELDS_MAX 50 /* fields one list call may name */
 #define POLL_DEFAULT_S 300
 #define POLL_WITH_NOTIFY_S 1800
 
@@ -34,6 +36,8 @@ static const char *const zoho_keys[] = {
     "concurrency", "api_version", "modules", "poll_every_s", "notify", NULL};
 static const char *const notify_keys[] = {"url", "token", "channel_id",
                                           "events", NULL};
+static const char *const api_versions[] = {"v2", "v2.1", "v3", "v4", "v5",
+                                           "v6", "v7", "v8", NULL};
 static const char *const editions[] = {
     "free", "standard", "professional", "enterprise", "ultimate", "starter",
     "zoho_one", "crm_plus", NULL};
@@ -146,6 +150,48 @@ static int read_module(struct rf_reader *r, struct rf_tenant_zoho *z,
                                 len ? "," : "", f);
         lua_pop(L, 1);
     }
+    {
+        /* referee adds Modified_Time (the poll sorts by it) and, for Leads,
+         * what following a conversion needs. */
+        static const char *const added[] = {
+            "Modified_Time", "Converted__s", "Converted_Contact",
+            "Converted_Deal", NULL};
+        size_t total = (size_t)n;
+
+        for (int a = 0; added[a]; a++) {
+            int listed = 0;
+
+            if (a > 0 && strcmp(name, "Leads") != 0) {
+                break;
+            }
+            for (const char *p = buf; *p;) {
+                size_t k = strcspn(p, ",");
+
+                listed |= k == strlen(added[a]) && strncmp(p, added[a], k) == 0;
+                p += k + (p[k] == ',');
+            }
+            total += !listed;
+        }
+        if (total > ZOHO_FIELDS_MAX) {
+            return rf_reader_fail(r, path,
+                                  "Zoho reads at most %d fields per call; "
+                                  "with those referee adds (Modified_Time%s) "
+                                  "this list makes %zu",
+                                  ZOHO_FIELDS_MAX,
+                                  strcmp(name, "Leads") == 0
+                                      ? ", Converted__s, Converted_Contact, "
+                                        "Converted_Deal"
+                                      : "",
+                                  total);
+        }
+    }
+    for (size_t i = 0; i < z->nmodules; i++) {
+        if (strcasecmp(z->modules[i].name, name) == 0) {
+            return rf_reader_fail(r, path, "module '%s' is listed twice "
+                                           "(module names ignore case)",
+                                  name);
+        }
+    }
     m->name = strdup(name);
     m->fields = strdup(buf);
     z->nmodules++;
@@ -209,10 +255,12 @@ static int read_events(struct rf_reader *r, struct rf_tenant_zoho *z)
         }
         dot = ev ? strchr(ev, '.') : NULL;
         if (dot == NULL || !api_name_ok(ev, (size_t)(dot - ev)) ||
-            !api_name_ok(dot + 1, strlen(dot + 1))) {
+            (strcmp(dot + 1, "create") != 0 && strcmp(dot + 1, "edit") != 0 &&
+             strcmp(dot + 1, "delete") != 0 && strcmp(dot + 1, "all") != 0)) {
             lua_pop(L, 2);
             return rf_reader_fail(r, "zoho.notify.events",
-                                  "item %lld: expected \"Module.operation\"",
+                                  "item %lld: expected \"Module.create\", "
+                                  "\".edit\", \".delete\" or \".all\"",
                                   (long long)i);
         }
         z->events[z->nevents] = strdup(ev);
@@ -454,6 +502,12 @@ int rf__tenant_read_zoho(struct rf_reader *r, struct rf_tenant *t)
                                             "(us, eu, in, au, jp, ca, cn, "
                                             "sa)",
                               z->dc);
+    }
+    if (z->api_version != NULL && !one_of(z->api_version, api_versions)) {
+        return rf_reader_fail(r, "zoho.api_version",
+                              "unknown API version '%s' (v2, v2.1, v3 ... "
+                              "v8)",
+                              z->api_version);
     }
     if (z->edition != NULL && !one_of(z->edition, editions)) {
         return rf_reader_fail(r, "zoho.edition",

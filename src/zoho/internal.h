@@ -79,6 +79,9 @@ struct rf_zoho {
     char *client_id;
     char *client_secret;
     char *refresh_token;
+    char token_name[96];   /* record name: client id "." refresh-token hash */
+    int denied;            /* the refresh token was refused for good */
+    char denied_msg[400];
     char *dc;
     char *accounts_url;
     char *api_override;
@@ -141,6 +144,7 @@ struct rf_zoho {
 
     /* Counters. */
     uint64_t calls, retries, throttled, refreshes;
+    uint64_t cuts;
     char last_error[256];
 
     /* Closing: the connection is freed when nothing refers to it. */

@@ -117,6 +117,7 @@ static void cut(struct rf_zoho *z, const struct rf__zoho_req *r)
     }
     z->cwnd = z->cwnd / 2 < 1 ? 1 : z->cwnd / 2;
     z->cut_seq = z->send_seq;
+    z->cuts++;
     snprintf(tenant_limit, sizeof(tenant_limit), "%zu", limit(z));
     rf_log_warn("zoho",
                 RF_F("tenant", z->tenant, "event", "throttled", "concurrency",

@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include <curl/curl.h>
+#include <openssl/evp.h>
 
 #define DEFAULT_EXPIRES_MS 3600000 /* Zoho's tokens live one hour */
 #define TOKEN_MAX 400 /* Zoho's are about 70 bytes; the header holds 512 */
@@ -29,6 +30,24 @@ void rf__zoho_token_answer_free(struct rf__zoho_token_answer *a)
 
 /* `expires_in` is seconds; the legacy form also sent `expires_in_sec` and
  * then `expires_in` was milliseconds. */
+/* The name the token record is kept under: the client id and a hash of
+ * the refresh token, so that a new refresh token (a new grant) starts with
+ * its own quota count and no cached access token. */
+static const char *token_name(struct rf_zoho *z)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+
+    if (z->token_name[0] == '\0') {
+        (void)EVP_Digest(z->refresh_token, strlen(z->refresh_token), md,
+                         &mdlen, EVP_sha256(), NULL);
+        snprintf(z->token_name, sizeof(z->token_name),
+                 "%.70s.%02x%02x%02x%02x%02x%02x", z->client_id, md[0], md[1],
+                 md[2], md[3], md[4], md[5]);
+    }
+    return z->token_name;
+}
+
 static int64_t expiry_ms(const cJSON *j)
 {
     const cJSON *sec = cJSON_GetObjectItemCaseSensitive(j, "expires_in_sec");
@@ -134,7 +153,7 @@ static int save_token(struct rf_zoho *z, rf__zoho_saved_cb after)
     int rc = RF_ENOMEM;
 
     if (text) {
-        rc = rf__zoho_save(z, "token", z->client_id, text, strlen(text), after,
+        rc = rf__zoho_save(z, "token", token_name(z), text, strlen(text), after,
                            NULL);
     }
     free(text);
@@ -171,7 +190,7 @@ void rf__zoho_token_load(struct rf_zoho *z)
     const char *tok, *dom;
     const cJSON *exp;
 
-    if (rf__zoho_load(z, "token", z->client_id, &text, &len) != 0 ||
+    if (rf__zoho_load(z, "token", token_name(z), &text, &len) != 0 ||
         rf__zoho_json_parse(text, len, &j) != 0) {
         goto out;
     }
@@ -353,8 +372,13 @@ static int token_error(struct rf_zoho *z, const struct rf__zoho_token_answer *a,
         snprintf(msg, len,
                  "accounts server %s rejected the refresh token "
                  "(invalid_code): it was revoked or belongs to another "
-                 "client; authorise again",
+                 "client; authorise again and put the new refresh token in "
+                 "the tenant's settings",
                  z->accounts_url);
+        /* Definitive: asking again only spends the refresh quota. The
+         * connection is reopened when the settings change. */
+        z->denied = 1;
+        snprintf(z->denied_msg, sizeof(z->denied_msg), "%s", msg);
         return RF_EDENIED;
     }
     if (strcasestr(a->error, "access denied") != NULL) {
@@ -487,6 +511,10 @@ void rf__zoho_token_refresh(struct rf_zoho *z)
     char msg[300], when[RF_ZOHO_TIME_LEN];
 
     if (z->refreshing || z->closing) {
+        return;
+    }
+    if (z->denied) {
+        refresh_failed(z, RF_EDENIED, z->denied_msg);
         return;
     }
     prune_times(z, now);

@@ -471,6 +471,7 @@ void rf_zoho_stats(const struct rf_zoho *z, struct rf_zoho_stats *out)
     out->calls = z->calls;
     out->retries = z->retries;
     out->throttled = z->throttled;
+    out->cuts = z->cuts;
     out->refreshes = z->refreshes;
     for (size_t i = 0; i < z->n_refresh_times; i++) {
         out->refreshes_in_window += z->refresh_times[i] > since;

@@ -82,6 +82,10 @@ static void expect_error(const char *id, const char *text, int want_rc,
     write_file(id, "tenant.lua", text);
     assert_int_equal(load(id, &t, err), want_rc);
     assert_null(t);
+    if (want == NULL) {
+        assert_non_null(strstr(err, "tenant.lua:")); /* some file:line */
+        return;
+    }
     snprintf(full, sizeof(full), "%s/%s/tenant.lua:%s", dir, id, want);
     err[strcspn(err, "\n")] = '\0';
     if (strcmp(err, full) != 0) {
@@ -454,6 +458,116 @@ static void test_tenant_id_rules(void **state)
     assert_false(rf_tenant_id_valid("", 0));
 }
 
+
+#define ZOHO_HEAD                                                              \
+    "return {\n  zoho = {\n    client_id = '1000.X', client_secret = 's',\n" \
+    "    refresh_token = 'r', dc = 'eu',\n"
+
+static void test_zoho_settings(void **state)
+{
+    struct rf_tenant *t;
+    char err[2048];
+
+    (void)state;
+    write_file("z0", "tenant.lua",
+               ZOHO_HEAD "    modules = { Leads = { 'Email' },\n"
+                         "                Contacts = { 'Email', 'Modified_Time' } },\n"
+                         "    notify = { url = 'https://h.example/t/z0/zoho/notify',\n"
+                         "               token = 'sixteen-chars-ok' },\n"
+                         "  },\n}\n");
+    assert_int_equal(load("z0", &t, err), 0);
+    assert_non_null(t->zoho);
+    assert_int_equal(t->zoho->nmodules, 2);
+    assert_string_equal(t->zoho->dc, "eu");
+    /* Polls are rarer with notifications; events default to each module. */
+    assert_int_equal(t->zoho->poll_every_s, 1800);
+    assert_int_equal(t->zoho->nevents, 2);
+    assert_int_equal(strlen(t->zoho->channel_id), 12);
+    assert_int_equal(strlen(t->zoho->connection), 16);
+    rf_tenant_free(t);
+}
+
+static void test_zoho_settings_errors(void **state)
+{
+    char fields[1200] = "", text[2000];
+    size_t n = 0;
+
+    (void)state;
+    expect_error("z1", ZOHO_HEAD "    dc2 = 1,\n  },\n}\n", RF_ECONFIG,
+                 "5: setting 'zoho.dc2': unknown setting");
+    expect_error("z2",
+                 "return {\n  zoho = {\n    client_id = '1000.X', "
+                 "client_secret = 's',\n    refresh_token = 'r', "
+                 "dc = 'mars',\n  },\n}\n",
+                 RF_ECONFIG,
+                 "4: setting 'zoho.dc': unknown data centre 'mars' (us, eu, "
+                 "in, au, jp, ca, cn, sa)");
+    expect_error("z3", ZOHO_HEAD "    api_version = 'v99',\n  },\n}\n",
+                 RF_ECONFIG,
+                 "5: setting 'zoho.api_version': unknown API version 'v99' "
+                 "(v2, v2.1, v3 ... v8)");
+    expect_error("z4",
+                 ZOHO_HEAD "    modules = { Contacts = { 'Email' },\n"
+                           "                contacts = { 'Email' } },\n  },\n}\n",
+                 RF_ECONFIG, NULL);
+    expect_error("z5",
+                 ZOHO_HEAD "    modules = { Contacts = { 'Email' } },\n"
+                           "    notify = { url = 'https://h.example/n',\n"
+                           "               token = 'sixteen-chars-ok',\n"
+                           "               events = { 'Contacts.explode' } },\n"
+                           "  },\n}\n",
+                 RF_ECONFIG,
+                 "8: setting 'zoho.notify.events': item 1: expected "
+                 "\"Module.create\", \".edit\", \".delete\" or \".all\"");
+    expect_error("z6",
+                 ZOHO_HEAD "    notify = { url = 'https://h.example/n',\n"
+                           "               token = 'short' },\n  },\n}\n",
+                 RF_ECONFIG, NULL);
+    /* 50 fields are one too many: referee adds Modified_Time. */
+    for (int i = 0; i < 50; i++) {
+        n += (size_t)snprintf(fields + n, sizeof(fields) - n, "%s'F%d'",
+                              i ? ", " : "", i);
+    }
+    snprintf(text, sizeof(text),
+             ZOHO_HEAD "    modules = {\n      Contacts = { %s } },\n  },\n}\n",
+             fields);
+    expect_error("z7", text, RF_ECONFIG,
+                 "6: setting 'zoho.modules.Contacts': Zoho reads at most 50 "
+                 "fields per call; with those referee adds (Modified_Time) "
+                 "this list makes 51");
+}
+
+static void test_program_settings(void **state)
+{
+    struct rf_tenant *t;
+    char err[2048];
+
+    (void)state;
+    write_file("p0", "tenant.lua",
+               "return {\n  program = {\n"
+               "    landing = 'https://acme.example/refer?code={code}',\n"
+               "    link = 'https://go.acme.example/r/{code}',\n"
+               "    link_field = 'Referral_Link',\n"
+               "    secret = 'whsec_c2VjcmV0',\n  },\n}\n");
+    assert_int_equal(load("p0", &t, err), 0);
+    assert_non_null(t->program);
+    assert_int_equal(t->program->form_per_minute, 10);
+    assert_int_equal(t->program->secret_len, 6);
+    assert_memory_equal(t->program->secret, "secret", 6);
+    rf_tenant_free(t);
+    expect_error("p1",
+                 "return {\n  program = {\n    link = 'https://x.example/r',"
+                 "\n  },\n}\n",
+                 RF_ECONFIG,
+                 "3: setting 'program.link': expected an http(s) URL with "
+                 "{code} once");
+    expect_error("p2",
+                 "return {\n  program = {\n    link_field = 'L',\n  },\n}\n",
+                 RF_ECONFIG,
+                 "3: setting 'program.link_field': needs program.link to "
+                 "build the link from");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -471,6 +585,9 @@ int main(void)
         cmocka_unit_test(test_file_symlink_inside_the_folder_is_read),
         cmocka_unit_test(test_limits_over_the_operator_cap_fail),
         cmocka_unit_test(test_tenant_id_rules),
+        cmocka_unit_test(test_zoho_settings),
+        cmocka_unit_test(test_zoho_settings_errors),
+        cmocka_unit_test(test_program_settings),
     };
 
     return cmocka_run_group_tests(tests, make_dir, remove_dir);

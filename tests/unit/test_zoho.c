@@ -791,7 +791,12 @@ static void test_429_burst_backs_off(void **state)
     }
     assert_int_equal(st.throttled, 15);
     assert_int_equal(st.concurrency_max, 20);
-    assert_true(st.concurrency < 10); /* halved at least once */
+    /* Halved at least once (20 -> 10 or lower). How far it grows back
+     * afterwards depends on how the answers interleave: each success adds
+     * 1/limit, so after one cut 21 successes end near 12, after two near
+     * 7; only the cut itself is certain. */
+    assert_true(st.cuts >= 1);
+    assert_true(st.concurrency < st.concurrency_max);
     assert_true(st.concurrency >= 1);
     assert_int_equal(status_count("429"), 15);
     assert_int_equal(status_count("204"), 21);
