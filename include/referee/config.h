@@ -7,6 +7,8 @@
  *       log = { level = "info", format = "logfmt" },
  *       limits = { body_max = 1048576, header_timeout_ms = 10000 },
  *       store = { map_size_mb = 64, sync = true, commit = "group" },
+ *       admin = { listen = "127.0.0.1:8081",
+ *                 token = env("REFEREE_ADMIN_TOKEN") },
  *     }
  */
 #ifndef REFEREE_CONFIG_H
@@ -35,7 +37,13 @@ struct rf_config {
     size_t script_mem_max;  /* most memory a tenant may ask for, bytes */
     unsigned script_cpu_ms_max; /* most CPU budget a tenant may ask for */
     char *ca_file;         /* extra CAs for scripts' http.request */
+    char *admin_listen;    /* "host:port" of the admin API; NULL: off */
+    char *admin_token;     /* its bearer token (a secret: never log) */
+    int admin_public;      /* admin.public: a non-loopback address allowed */
 };
+
+/* The shortest admin token accepted. */
+#define RF_CONFIG_ADMIN_TOKEN_MIN 16
 
 /* Fills in the defaults. Strings are owned by cfg; free with
  * rf_config_cleanup(). Returns 0 or RF_ENOMEM. */

@@ -39,6 +39,7 @@ enum rf_db {
     RF_DB_REFERRALS,   /* tenant \0 be64(id) -> referral (referrals.h) */
     RF_DB_PEOPLE,      /* tenant \0 folded email -> be64(first referral) */
     RF_DB_LINKS,       /* tenant \0 module \0 CRM id -> be64(referral) */
+    RF_DB_COUNTERS,    /* tenant \0 YYYY-MM-DD \0 name -> be64 (counters.h) */
     RF_DB_COUNT
 };
 

@@ -11,10 +11,13 @@
 #include <string.h>
 
 #include <lauxlib.h>
+#include <openssl/crypto.h>
 
 static const char *const top_keys[] = {"listen", "data",   "tenants",
                                        "log",    "limits", "store",
-                                       "intake", "plugins", "scripts", NULL};
+                                       "intake", "plugins", "scripts",
+                                       "admin",  NULL};
+static const char *const admin_keys[] = {"listen", "token", "public", NULL};
 static const char *const script_keys[] = {
     "memory_mb", "cpu_ms", "wall_ms", "ca_file", "memory_mb_max",
     "cpu_ms_max", NULL};
@@ -72,6 +75,13 @@ void rf_config_cleanup(struct rf_config *cfg)
     }
     free(cfg->ca_file);
     cfg->ca_file = NULL;
+    free(cfg->admin_listen);
+    cfg->admin_listen = NULL;
+    if (cfg->admin_token) {
+        OPENSSL_cleanse(cfg->admin_token, strlen(cfg->admin_token));
+        free(cfg->admin_token);
+        cfg->admin_token = NULL;
+    }
     free(cfg->listen);
     free(cfg->data_dir);
     free(cfg->tenants_dir);
@@ -343,6 +353,70 @@ static int read_plugins(struct rf_reader *r, struct rf_config *cfg)
     return rc;
 }
 
+/* Checks the admin settings once read: a bindable address, loopback
+ * unless admin.public, and a token. */
+static int check_admin(struct rf_reader *r, struct rf_config *cfg)
+{
+    char host[64];
+    unsigned port;
+    struct in_addr addr;
+
+    if (rf_config_split_listen(cfg->admin_listen, host, sizeof(host),
+                               &port) != 0) {
+        return rf_reader_fail(r, "admin.listen",
+                              RF_CONFIG_LISTEN_HELP ", got \"%s\"",
+                              cfg->admin_listen);
+    }
+    (void)inet_pton(AF_INET, host, &addr);
+    if ((ntohl(addr.s_addr) >> 24) != 127 && !cfg->admin_public) {
+        return rf_reader_fail(r, "admin.listen",
+                              "%s is not a loopback address; the admin API "
+                              "listens on 127.0.0.0/8 unless admin.public = "
+                              "true",
+                              host);
+    }
+    if (cfg->admin_token == NULL) {
+        return rf_reader_fail(r, "admin.token",
+                              "the admin API needs a token, e.g. token = "
+                              "env(\"REFEREE_ADMIN_TOKEN\")");
+    }
+    if (strlen(cfg->admin_token) < RF_CONFIG_ADMIN_TOKEN_MIN) {
+        return rf_reader_fail(r, "admin.token",
+                              "the token must have at least %d characters",
+                              RF_CONFIG_ADMIN_TOKEN_MIN);
+    }
+    return 0;
+}
+
+/* admin = { listen, token, public }: present means the admin API is on. */
+static int read_admin(struct rf_reader *r, struct rf_config *cfg)
+{
+    int rc = sub_table(r, "admin");
+
+    if (rc <= 0) {
+        return rc;
+    }
+    rc = rf_reader_known_keys(r, -1, "admin", admin_keys);
+    if (rc == 0) {
+        rc = rf_config_set_string(&cfg->admin_listen, "127.0.0.1:8081");
+    }
+    if (rc == 0) {
+        rc = rf_reader_string(r, -1, "admin", "listen", &cfg->admin_listen,
+                              0);
+    }
+    if (rc == 0) {
+        rc = rf_reader_string(r, -1, "admin", "token", &cfg->admin_token, 0);
+    }
+    if (rc == 0) {
+        rc = rf_reader_bool(r, -1, "admin", "public", &cfg->admin_public);
+    }
+    if (rc == 0) {
+        rc = check_admin(r, cfg);
+    }
+    lua_pop(r->L, 1);
+    return rc;
+}
+
 static int read_top(struct rf_reader *r, struct rf_config *cfg)
 {
     char host[64];
@@ -387,6 +461,9 @@ static int read_top(struct rf_reader *r, struct rf_config *cfg)
     }
     if (rc == 0) {
         rc = read_plugins(r, cfg);
+    }
+    if (rc == 0) {
+        rc = read_admin(r, cfg);
     }
     return rc;
 }

@@ -1,11 +1,15 @@
 /* The daemon's loop: start-up in order, routing, signals, and a graceful
  * stop that finishes in-flight requests and commits before closing. */
 #include "referee/daemon.h"
+#include "referee/admin.h"
 #include "referee/capture.h"
+#include "referee/counters.h"
 #include "referee/dispatch.h"
 #include "referee/error.h"
 #include "referee/intake.h"
+#include "referee/join.h"
 #include "referee/log.h"
+#include "referee/redirect.h"
 #include "referee/runtime.h"
 #include "referee/store.h"
 #include "referee/sync.h"
@@ -35,6 +39,9 @@ struct daemon {
     struct rf_intake intake;
     struct rf_capture capture;
     struct rf_http_server *http;
+    struct rf_join join;
+    struct rf_counters *counters; /* link visits */
+    struct rf_admin *admin;       /* NULL: the admin API is off */
     struct rf_runtime *runtime;
     struct rf_sync *sync; /* on the script thread; stats only from here */
     struct rf_dispatch *dispatch;
@@ -93,6 +100,22 @@ static int match_notify(const char *path, const char **t, size_t *tlen)
 static int match_referrals(const char *path, const char **t, size_t *tlen)
 {
     return match_tenant_path(path, "/referrals", t, tlen);
+}
+
+static int match_join(const char *path, const char **t, size_t *tlen)
+{
+    return match_tenant_path(path, "/join", t, tlen);
+}
+
+/* "/r/{code}": the code. */
+static int match_link(const char *path, const char **code, size_t *len)
+{
+    if (strncmp(path, "/r/", 3) != 0) {
+        return 0;
+    }
+    *code = path + 3;
+    *len = strlen(*code);
+    return 1;
 }
 
 static void answer_health(struct daemon *d, struct rf_http_req *req,
@@ -250,6 +273,27 @@ static void on_headers(struct rf_http_req *req, void *arg)
         answer_metrics(d, req);
         return;
     }
+    if (match_link(path, &s, &slen)) {
+        if (!is_get(m)) {
+            rf_http_add_header(req, "Allow", "GET, HEAD");
+            rf_http_respond_error(req, 405, "method_not_allowed",
+                                  "referral links are followed with GET");
+            return;
+        }
+        rf_redirect_handle(&d->intake, d->counters, req, s, slen);
+        return;
+    }
+    if (match_join(path, &t, &tlen)) {
+        if (strcmp(m, "POST") != 0) {
+            rf_http_add_header(req, "Allow", "POST");
+            rf_http_respond_error(req, 405, "method_not_allowed",
+                                  "sign-ups are posted");
+        } else if (rf_tenant_find(d->tenants, t, tlen) == NULL) {
+            rf_http_respond_error(req, 404, "tenant_not_found",
+                                  "no such tenant");
+        }
+        return;
+    }
     if (match_referrals(path, &t, &tlen)) {
         if (strcmp(m, "POST") != 0) {
             rf_http_add_header(req, "Allow", "POST");
@@ -305,6 +349,10 @@ static void on_request(struct rf_http_req *req, void *arg)
     }
     if (match_referrals(rf_http_path(req), &t, &tlen)) {
         rf_capture_handle(&d->capture, req, t, tlen);
+        return;
+    }
+    if (match_join(rf_http_path(req), &t, &tlen)) {
+        rf_join_handle(&d->join, req, t, tlen);
         return;
     }
     if (match_hook(rf_http_path(req), &t, &tlen, &s, &slen)) {
@@ -426,13 +474,19 @@ static void finish_stop(struct daemon *d)
     d->sync = NULL; /* freed with the script thread */
     rf_runtime_stop(d->runtime); /* hooks in flight end; outcomes queue */
     d->runtime = NULL;
+    rf_counters_stop(d->counters); /* its last flush goes to the writer */
+    d->counters = NULL;
     rf_writer_stop(d->writer); /* commits what is queued, answers it */
     d->writer = NULL;
     rf_http_server_stop(d->http);
     d->http = NULL;
+    rf_admin_stop(d->admin);
+    d->admin = NULL;
     rf_dispatch_free(d->dispatch);
     rf_ratelimit_free(d->capture.rl);
     d->capture.rl = NULL;
+    rf_ratelimit_free(d->join.rl);
+    d->join.rl = NULL;
     d->dispatch = NULL;
     close_handle((uv_handle_t *)&d->sigint);
     close_handle((uv_handle_t *)&d->sigterm);
@@ -444,7 +498,8 @@ static void finish_stop(struct daemon *d)
 static void on_drain(uv_timer_t *t)
 {
     struct daemon *d = t->data;
-    size_t inflight = rf_http_server_inflight(d->http);
+    size_t inflight = rf_http_server_inflight(d->http) +
+                      rf_admin_inflight(d->admin);
     size_t pending = rf_writer_pending(d->writer) +
                      rf_dispatch_pending(d->dispatch);
 
@@ -469,6 +524,7 @@ static void begin_stop(struct daemon *d, int signum)
     d->stopping = 1;
     d->stop_at = uv_now(&d->loop);
     rf_http_server_quiesce(d->http);
+    rf_admin_quiesce(d->admin);
     rf_log_info("daemon", RF_F("signal", strsignal(signum)),
                 "stopping: no new connections, finishing in-flight work");
     uv_timer_start(&d->drain, on_drain, 0, DRAIN_POLL_MS);
@@ -531,6 +587,30 @@ static int start_scripts(struct daemon *d)
     return 0;
 }
 
+/* The admin API on its own listener, when configured (config.c checked
+ * the address and the token). */
+static int start_admin(struct daemon *d)
+{
+    const struct rf_config *cfg = d->cfg;
+    char host[64], addr[80];
+    unsigned port;
+
+    if (cfg->admin_listen == NULL) {
+        return 0;
+    }
+    (void)rf_config_split_listen(cfg->admin_listen, host, sizeof(host),
+                                 &port);
+    d->admin = rf_admin_start(&d->loop, d->store,
+                              (const struct rf_tenants *const *)&d->tenants,
+                              host, port, &cfg->http, cfg->admin_token);
+    if (d->admin == NULL) {
+        return RF_EIO;
+    }
+    snprintf(addr, sizeof(addr), "%s:%u", host, rf_admin_port(d->admin));
+    rf_log_info("admin", RF_F("addr", addr), "admin API listening");
+    return 0;
+}
+
 static int start_parts(struct daemon *d)
 {
     const struct rf_config *cfg = d->cfg;
@@ -578,7 +658,10 @@ static int start_parts(struct daemon *d)
     d->capture.rl = rf_ratelimit_new();
     d->capture.captured = on_captured;
     d->capture.arg = d;
-    if (d->capture.rl == NULL) {
+    d->join.in = &d->intake;
+    d->join.rl = rf_ratelimit_new();
+    d->counters = rf_counters_start(&d->loop, d->store, d->writer);
+    if (d->capture.rl == NULL || d->join.rl == NULL || d->counters == NULL) {
         return RF_ENOMEM;
     }
     (void)rf_config_split_listen(cfg->listen, host, sizeof(host), &port);
@@ -591,7 +674,7 @@ static int start_parts(struct daemon *d)
                 RF_F("addr", err, "data", cfg->data_dir, "version",
                      REFEREE_VERSION),
                 "listening with %zu tenants", d->tenants->n);
-    return 0;
+    return start_admin(d);
 }
 
 static void start_signals(struct daemon *d)

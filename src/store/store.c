@@ -16,7 +16,7 @@
 static const char *const db_names[RF_DB_COUNT] = {
     "meta", "events", "dedup", "kv", "outcomes", "zoho", "outbox",
     "outbox_due", "outbox_keys", "referrers", "codes", "audit",
-    "referrals", "people", "links"};
+    "referrals", "people", "links", "counters"};
 
 struct rf_store {
     MDB_env *env;

@@ -1,0 +1,358 @@
+/* The admin HTTP API: bearer-token authentication, routing, and the store
+ * work of each request on libuv's thread pool. */
+#include "referee/admin.h"
+#include "referee/error.h"
+#include "referee/log.h"
+#include "referee/outbox.h"
+#include "referee/referrals.h"
+#include "referee/referrers.h"
+#include "referee/report.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+enum what { REFERRERS = 0, REFERRALS, DEAD, REPLAY, REPORT };
+
+static const struct {
+    const char *rest, *method;
+} routes[] = {
+    [REFERRERS] = {"/referrers", "GET"}, [REFERRALS] = {"/referrals", "GET"},
+    [DEAD] = {"/dead", "GET"},           [REPLAY] = {"/dead/replay", "POST"},
+    [REPORT] = {"/report", "GET"},
+};
+#define NROUTES (sizeof(routes) / sizeof(routes[0]))
+
+struct rf_admin {
+    uv_loop_t *loop;
+    struct rf_http_server *http;
+    struct rf_store *st;
+    const struct rf_tenants *const *tenants;
+    unsigned char token[SHA256_DIGEST_LENGTH];
+    unsigned works; /* on the thread pool */
+    int stopped;
+};
+
+struct work {
+    uv_work_t w;
+    struct rf_admin *a;
+    struct rf_http_req *req;
+    enum what what;
+    char tenant[RF_TENANT_ID_MAX + 1];
+    uint64_t job;
+    unsigned status;
+    const char *code; /* error code when status is not 200 */
+    char *body;       /* JSON text, or the error message */
+};
+
+/* --- routing ------------------------------------------------------------- */
+
+/* "/admin/t/{tenant}{rest}": the route, or -1. */
+static int match(const char *path, const char **t, size_t *tlen)
+{
+    const char *p;
+
+    if (strncmp(path, "/admin/t/", 9) != 0) {
+        return -1;
+    }
+    *t = path + 9;
+    p = strchr(*t, '/');
+    if (p == NULL || p == *t) {
+        return -1;
+    }
+    *tlen = (size_t)(p - *t);
+    for (size_t i = 0; i < NROUTES; i++) {
+        if (strcmp(p, routes[i].rest) == 0) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+/* Whether the request carries the token: hashes of both compared in
+ * constant time, so the length of a wrong guess tells nothing. */
+static int authorized(const struct rf_admin *a, struct rf_http_req *req)
+{
+    const char *h = rf_http_header(req, "authorization");
+    unsigned char got[SHA256_DIGEST_LENGTH];
+
+    if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0) {
+        return 0;
+    }
+    h += 7;
+    SHA256((const unsigned char *)h, strlen(h), got);
+    return CRYPTO_memcmp(got, a->token, sizeof(got)) == 0;
+}
+
+static void on_headers(struct rf_http_req *req, void *arg)
+{
+    struct rf_admin *a = arg;
+    const char *t;
+    size_t tlen;
+    int r;
+
+    if (!authorized(a, req)) {
+        rf_http_add_header(req, "WWW-Authenticate", "Bearer");
+        rf_http_respond_error(req, 401, "unauthorized",
+                              "send Authorization: Bearer <admin token>");
+        return;
+    }
+    r = match(rf_http_path(req), &t, &tlen);
+    if (r < 0) {
+        rf_http_respond_error(req, 404, "not_found", "no such endpoint");
+        return;
+    }
+    if (strcmp(rf_http_method(req), routes[r].method) != 0 &&
+        !(strcmp(routes[r].method, "GET") == 0 &&
+          strcmp(rf_http_method(req), "HEAD") == 0)) {
+        rf_http_add_header(req, "Allow", routes[r].method);
+        rf_http_respond_error(req, 405, "method_not_allowed", "use %s",
+                              routes[r].method);
+        return;
+    }
+    if (rf_tenant_find(*a->tenants, t, tlen) == NULL) {
+        rf_http_respond_error(req, 404, "tenant_not_found", "no such tenant");
+    }
+}
+
+/* --- the work, on the thread pool ----------------------------------------- */
+
+static int add_copy(const cJSON *item, void *arg)
+{
+    cJSON *copy = cJSON_Duplicate(item, 1);
+
+    if (copy == NULL) {
+        return RF_ENOMEM;
+    }
+    cJSON_AddItemToArray(arg, copy);
+    return 0;
+}
+
+static int add_job(const struct rf_job *j, void *arg)
+{
+    cJSON *o = cJSON_CreateObject();
+
+    if (o == NULL) {
+        return RF_ENOMEM;
+    }
+    cJSON_AddNumberToObject(o, "id", (double)j->id);
+    cJSON_AddStringToObject(o, "kind", j->kind);
+    cJSON_AddStringToObject(o, "key", j->key);
+    cJSON_AddNumberToObject(o, "attempts", j->attempts);
+    cJSON_AddNumberToObject(o, "created_ms", (double)j->created_ms);
+    cJSON_AddNumberToObject(o, "failed_ms", (double)j->finished_ms);
+    cJSON_AddStringToObject(o, "last_error",
+                            j->last_error ? j->last_error : "");
+    cJSON_AddRawToObject(o, "payload", j->payload ? j->payload : "null");
+    cJSON_AddItemToArray(arg, o);
+    return 0;
+}
+
+/* A list of what `each` yields, under `name`, in one read transaction. */
+static int list(struct work *w, const char *name, cJSON *out,
+                int (*each)(MDB_txn *, const struct rf_store *, const char *,
+                            int (*)(const cJSON *, void *), void *))
+{
+    cJSON *arr = cJSON_AddArrayToObject(out, name);
+    MDB_txn *txn = NULL;
+    int rc = arr ? rf_store_read_begin(w->a->st, &txn) : RF_ENOMEM;
+
+    if (rc == 0) {
+        rc = each(txn, w->a->st, w->tenant, add_copy, arr);
+        rf_store_read_end(w->a->st, txn);
+    }
+    return rc;
+}
+
+static int replay(struct work *w, cJSON **out)
+{
+    long n = rf_outbox_replay(w->a->st, w->tenant, w->job);
+
+    if (n < 0) {
+        return (int)n;
+    }
+    if (w->job != 0 && n == 0) {
+        w->status = 404;
+        w->code = "job_not_found";
+        return 0;
+    }
+    *out = cJSON_CreateObject();
+    return *out && cJSON_AddNumberToObject(*out, "replayed", (double)n)
+               ? 0
+               : RF_ENOMEM;
+}
+
+static int run(struct work *w, cJSON **out)
+{
+    cJSON *arr;
+
+    if (w->what == REPORT) {
+        return rf_report_compute(w->a->st, w->tenant, (int64_t)time(NULL), out);
+    }
+    if (w->what == REPLAY) {
+        return replay(w, out);
+    }
+    *out = cJSON_CreateObject();
+    if (*out == NULL) {
+        return RF_ENOMEM;
+    }
+    cJSON_AddStringToObject(*out, "tenant", w->tenant);
+    if (w->what == REFERRERS) {
+        return list(w, "referrers", *out, rf_referrers_each);
+    }
+    if (w->what == REFERRALS) {
+        return list(w, "referrals", *out, rf_referrals_each);
+    }
+    arr = cJSON_AddArrayToObject(*out, "dead");
+    return arr ? rf_outbox_each(w->a->st, w->tenant, RF_JOB_DEAD, add_job, arr)
+               : RF_ENOMEM;
+}
+
+static void on_work(uv_work_t *uw)
+{
+    struct work *w = uw->data;
+    cJSON *out = NULL;
+    int rc;
+
+    w->status = 200;
+    rc = run(w, &out);
+    if (rc != 0) {
+        w->status = 503;
+        w->code = "store_unavailable";
+        w->body = strdup(rf_strerror(rc));
+    } else if (w->status == 200) {
+        w->body = cJSON_PrintUnformatted(out);
+        if (w->body == NULL) {
+            w->status = 503;
+            w->code = "out_of_memory";
+        }
+    }
+    cJSON_Delete(out);
+}
+
+static void admin_free(struct rf_admin *a)
+{
+    OPENSSL_cleanse(a->token, sizeof(a->token));
+    free(a);
+}
+
+static void after_work(uv_work_t *uw, int status)
+{
+    struct work *w = uw->data;
+    struct rf_admin *a = w->a;
+
+    a->works--;
+    if (a->stopped) {
+        /* The listener is gone and answered the request 503 itself. */
+    } else if (w->status == 200) {
+        rf_http_respond_json(w->req, 200, w->body, strlen(w->body));
+    } else if (w->status == 404) {
+        rf_http_respond_error(w->req, 404, w->code, "no such dead letter");
+    } else {
+        rf_log_error("admin", RF_F("tenant", w->tenant), "request failed: %s",
+                     w->body ? w->body : w->code);
+        rf_http_respond_error(w->req, 503, w->code,
+                              "the store could not be read; retry");
+    }
+    free(w->body);
+    free(w);
+    if (a->stopped && a->works == 0) {
+        admin_free(a);
+    }
+}
+
+static void on_request(struct rf_http_req *req, void *arg)
+{
+    struct rf_admin *a = arg;
+    const char *t, *job = rf_http_query(req, "job");
+    size_t tlen;
+    int r = match(rf_http_path(req), &t, &tlen);
+    struct work *w = r >= 0 ? calloc(1, sizeof(*w)) : NULL;
+    char *end = NULL;
+
+    if (w == NULL) {
+        rf_http_respond_error(req, 503, "out_of_memory", "try again later");
+        return;
+    }
+    w->a = a;
+    w->req = req;
+    w->what = (enum what)r;
+    snprintf(w->tenant, sizeof(w->tenant), "%.*s", (int)tlen, t);
+    if (r == REPLAY && job != NULL &&
+        ((w->job = strtoull(job, &end, 10)) == 0 || *end != '\0')) {
+        free(w);
+        rf_http_respond_error(req, 400, "invalid_job",
+                              "job is a dead letter's id (a number)");
+        return;
+    }
+    w->w.data = w;
+    if (uv_queue_work(a->loop, &w->w, on_work, after_work) != 0) {
+        free(w);
+        rf_http_respond_error(req, 503, "busy", "try again later");
+        return;
+    }
+    a->works++;
+}
+
+/* --- start and stop --------------------------------------------------------
+ */
+
+struct rf_admin *rf_admin_start(uv_loop_t *loop, struct rf_store *st,
+                                const struct rf_tenants *const *tenants,
+                                const char *host, unsigned port,
+                                const struct rf_http_limits *limits,
+                                const char *token)
+{
+    struct rf_admin *a = calloc(1, sizeof(*a));
+    struct rf_http_app app = {on_headers, on_request, a};
+
+    if (a == NULL) {
+        return NULL;
+    }
+    a->loop = loop;
+    a->st = st;
+    a->tenants = tenants;
+    SHA256((const unsigned char *)token, strlen(token), a->token);
+    a->http = rf_http_server_start(loop, host, port, limits, &app);
+    if (a->http == NULL) {
+        admin_free(a);
+        return NULL;
+    }
+    return a;
+}
+
+unsigned rf_admin_port(const struct rf_admin *a)
+{
+    return rf_http_server_port(a->http);
+}
+
+void rf_admin_quiesce(struct rf_admin *a)
+{
+    if (a != NULL) {
+        rf_http_server_quiesce(a->http);
+    }
+}
+
+size_t rf_admin_inflight(const struct rf_admin *a)
+{
+    return a ? rf_http_server_inflight(a->http) : 0;
+}
+
+void rf_admin_stop(struct rf_admin *a)
+{
+    if (a == NULL) {
+        return;
+    }
+    a->stopped = 1;
+    rf_http_server_stop(a->http);
+    a->http = NULL;
+    if (a->works == 0) {
+        admin_free(a);
+    }
+}
