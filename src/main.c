@@ -66,6 +66,18 @@ static const struct command commands[] = {
      "all of the tenant's) pending again with the same idempotency key;\n"
      "a running daemon picks them up within a second.\n",
      rf_cli_dead},
+    {"review", "list, approve or reject rewards held for review",
+     "referee review list --data DIR --tenant ID [--json]\n"
+     "referee review approve --data DIR --tenant ID REFERRAL\n"
+     "referee review reject --data DIR --tenant ID REFERRAL --reason TEXT\n\n"
+     "list prints the referrals whose reward hook asked for review (id,\n"
+     "email, referrer, how many actions, the reason), or each as stored\n"
+     "with --json. approve turns the held actions into outbox jobs (the\n"
+     "same idempotency keys as without review) and marks the referral\n"
+     "rewarded; reject marks it review_rejected and keeps the reason.\n"
+     "Both write while the daemon runs; it picks the jobs up within a\n"
+     "second.\n",
+     rf_cli_review},
     {"referrers", "list a tenant's enrolled referrers and their codes",
      "referee referrers list --data DIR --tenant ID [--json]\n\n"
      "Prints the tenant's referrers, one per line (contact id, code,\n"
@@ -87,6 +99,16 @@ static const struct command commands[] = {
      "referral, the script version that decided and the evidence.\n"
      "Read-only.\n",
      rf_cli_audit},
+    {"report", "a tenant's referral program in figures, per day and in total",
+     "referee report --data DIR --tenant ID [--json|--csv]\n\n"
+     "Prints, per UTC day and in total: referrers enrolled, link visits,\n"
+     "referrals received, refused (by reason), in CRM, qualified, rejected,\n"
+     "reversed, rewards issued (count and value per currency), dead\n"
+     "letters; in total also the qualification rate (qualified / in CRM)\n"
+     "and the referrals waiting for review (docs/workflow.md, \"Reading the\n"
+     "report\"). A table by default; --json prints the report as JSON,\n"
+     "--csv one row per day and a row whose day is 'total'. Read-only.\n",
+     rf_cli_report},
     {"zoho", "show a tenant's Zoho connection state",
      "referee zoho status --data DIR --tenant ID\n\n"
      "Prints, as JSON, what the store holds about the tenant's Zoho\n"

@@ -17,6 +17,11 @@ int rf_cli_call(int argc, char **argv);
 /* `referee dead list|replay --data DIR --tenant ID [JOB]` */
 int rf_cli_dead(int argc, char **argv);
 
+/* `referee review list --data DIR --tenant ID [--json]`,
+ * `referee review approve --data DIR --tenant ID REFERRAL`,
+ * `referee review reject --data DIR --tenant ID REFERRAL --reason TEXT` */
+int rf_cli_review(int argc, char **argv);
+
 /* `referee referrers list --data DIR --tenant ID [--json]` */
 int rf_cli_referrers(int argc, char **argv);
 
@@ -25,6 +30,9 @@ int rf_cli_referrals(int argc, char **argv);
 
 /* `referee audit list --data DIR --tenant ID` */
 int rf_cli_audit(int argc, char **argv);
+
+/* `referee report --data DIR --tenant ID [--json|--csv]` */
+int rf_cli_report(int argc, char **argv);
 
 /* `referee zoho status --data DIR --tenant ID` */
 int rf_cli_zoho(int argc, char **argv);

@@ -88,6 +88,20 @@ int rf_engine_call_value(struct rf_engine *e, const char *tenant,
                          const char *hook, const cJSON *input,
                          const char *event, rf_engine_done_cb done, void *arg);
 
+/* Runs function `fn` of plugin module `module` (as `require(module)[fn]`,
+ * on the plugin path) in the tenant's current state, with the machinery
+ * of a hook call: a coroutine, the tenant's CPU budget and wall time, and
+ * the waiting API (http.request, crm.*). `input` spreads as in
+ * rf_engine_call_value (borrowed for the call). The answer, res->value,
+ * is one object holding the function's first three results: {"value":
+ * first, "message": second, "code": third}, each absent when nil. A
+ * missing module or function fails the call with RF_ESCRIPT. `done` runs
+ * exactly once. Returns 0 or RF_ENOMEM. Engine's loop thread. */
+int rf_engine_call_plugin(struct rf_engine *e, const char *tenant,
+                          const char *module, const char *fn,
+                          const cJSON *input, const char *event,
+                          rf_engine_done_cb done, void *arg);
+
 /* A hook written in C. It must call `done(res, done_arg)` exactly once, now
  * or later, on the engine's loop. */
 typedef void (*rf_engine_native_fn)(struct rf_engine *e, const char *tenant,

@@ -63,6 +63,8 @@ struct rf_call {
     uint64_t cpu_ns;
     char hook[64];
     char event[40];
+    char module[136]; /* a plugin call's module; "" for a hook */
+    char fn[32];      /* ... and its function */
 };
 
 #define NATIVES_MAX 8
@@ -645,6 +647,47 @@ static int push_input(lua_State *co, const cJSON *v, char *err,
     return n;
 }
 
+/* A plugin call's results, one table: { value = first, message = second,
+ * code = third }, so that `nil, "message", "transient"` reaches C whole. */
+static int plugin_results(lua_State *L, int status, lua_KContext ctx)
+{
+    int t;
+
+    (void)status;
+    (void)ctx;
+    lua_createtable(L, 0, 3);
+    t = lua_gettop(L);
+    lua_pushvalue(L, t - 3);
+    lua_setfield(L, t, "value");
+    lua_pushvalue(L, t - 2);
+    lua_setfield(L, t, "message");
+    lua_pushvalue(L, t - 1);
+    lua_setfield(L, t, "code");
+    return 1;
+}
+
+/* The body of a plugin call's coroutine: require(module)[fn](...), with a
+ * continuation so that the function may wait (http.request, crm.*). */
+static int plugin_entry(lua_State *L)
+{
+    const char *module = lua_tostring(L, lua_upvalueindex(1));
+    const char *fn = lua_tostring(L, lua_upvalueindex(2));
+    int nargs = lua_gettop(L);
+
+    if (lua_getglobal(L, "require") != LUA_TFUNCTION) {
+        return luaL_error(L, "plugin '%s': require is not available", module);
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_call(L, 1, 1);
+    if (!lua_istable(L, -1) || lua_getfield(L, -1, fn) != LUA_TFUNCTION) {
+        return luaL_error(L, "plugin '%s' has no function '%s'", module, fn);
+    }
+    lua_remove(L, -2); /* the module */
+    lua_insert(L, 1);  /* the function below the arguments */
+    lua_callk(L, nargs, 3, 0, plugin_results);
+    return plugin_results(L, LUA_OK, 0);
+}
+
 static int prepare(struct rf_call *c, const cJSON *input, char *err,
                    size_t errlen)
 {
@@ -660,10 +703,17 @@ static int prepare(struct rf_call *c, const cJSON *input, char *err,
         c->co = lua_newthread(L);
         c->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->v->table_ref);
-    rf_reader_get(L, -1, c->hook);
-    lua_xmove(L, c->co, 1);
-    lua_pop(L, 1);
+    if (c->module[0]) {
+        lua_pushstring(L, c->module);
+        lua_pushstring(L, c->fn);
+        lua_pushcclosure(L, plugin_entry, 2);
+        lua_xmove(L, c->co, 1);
+    } else {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, c->v->table_ref);
+        rf_reader_get(L, -1, c->hook);
+        lua_xmove(L, c->co, 1);
+        lua_pop(L, 1);
+    }
     nargs = push_input(c->co, input, err, errlen);
     if (nargs < 0) {
         luaL_unref(L, LUA_REGISTRYINDEX, c->co_ref);
@@ -710,11 +760,12 @@ int rf_engine_native(struct rf_engine *e, const char *name,
 }
 
 static int call(struct rf_engine *e, const char *tenant, const char *hook,
-                const cJSON *input, const char *event, int want_text,
-                rf_engine_done_cb done, void *arg)
+                const char *module, const cJSON *input, const char *event,
+                int want_text, rf_engine_done_cb done, void *arg)
 {
     struct tenant_rt *t = find_tenant(e, tenant);
-    const struct native *nat = hook[0] == '@' ? find_native(e, hook) : NULL;
+    const struct native *nat =
+        hook[0] == '@' && module == NULL ? find_native(e, hook) : NULL;
     char err[256];
     struct rf_call *c;
     int nargs;
@@ -727,7 +778,7 @@ static int call(struct rf_engine *e, const char *tenant, const char *hook,
         nat->fn(e, tenant, input, event, done, arg, nat->arg);
         return 0;
     }
-    if (!has_hook(t->cur, hook)) {
+    if (module == NULL && !has_hook(t->cur, hook)) {
         snprintf(err, sizeof(err), "the tenant's script has no hook '%s'",
                  hook);
         refuse(done, arg, RF_ENOTFOUND, err);
@@ -739,7 +790,13 @@ static int call(struct rf_engine *e, const char *tenant, const char *hook,
     }
     *c = (struct rf_call){.e = e, .t = t, .v = t->cur, .done = done,
                           .arg = arg, .refs = 1, .want_text = want_text};
-    snprintf(c->hook, sizeof(c->hook), "%s", hook);
+    if (module != NULL) {
+        snprintf(c->module, sizeof(c->module), "%s", module);
+        snprintf(c->fn, sizeof(c->fn), "%s", hook);
+        snprintf(c->hook, sizeof(c->hook), "%.31s.%.31s", module, hook);
+    } else {
+        snprintf(c->hook, sizeof(c->hook), "%s", hook);
+    }
     snprintf(c->event, sizeof(c->event), "%s", event ? event : "");
     c->deadline = uv_now(e->o.loop) +
                   (e->o.wall_ms ? e->o.wall_ms : DEFAULT_WALL_MS);
@@ -765,7 +822,21 @@ int rf_engine_call_value(struct rf_engine *e, const char *tenant,
                          const char *hook, const cJSON *input,
                          const char *event, rf_engine_done_cb done, void *arg)
 {
-    return call(e, tenant, hook, input, event, 0, done, arg);
+    return call(e, tenant, hook, NULL, input, event, 0, done, arg);
+}
+
+int rf_engine_call_plugin(struct rf_engine *e, const char *tenant,
+                          const char *module, const char *fn,
+                          const cJSON *input, const char *event,
+                          rf_engine_done_cb done, void *arg)
+{
+    size_t mlen = strlen(module), flen = strlen(fn);
+
+    if (mlen == 0 || mlen > 128 || flen == 0 || flen > 31) {
+        refuse(done, arg, RF_EINVAL, "plugin or function name too long");
+        return 0;
+    }
+    return call(e, tenant, fn, module, input, event, 0, done, arg);
 }
 
 int rf_engine_call(struct rf_engine *e, const char *tenant, const char *hook,
@@ -783,7 +854,7 @@ int rf_engine_call(struct rf_engine *e, const char *tenant, const char *hook,
             return 0;
         }
     }
-    rc = call(e, tenant, hook, v, event, 1, done, arg);
+    rc = call(e, tenant, hook, NULL, v, event, 1, done, arg);
     cJSON_Delete(v);
     return rc;
 }

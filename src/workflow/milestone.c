@@ -111,6 +111,21 @@ static void set(cJSON *o, const char *name, cJSON *v)
     cJSON_AddItemToObject(o, name, v);
 }
 
+/* Statuses a qualified referral moves through (reward.h); a rejection in
+ * any of them is a reversal. */
+static int past_qualified(const char *status)
+{
+    static const char *const past[] = {"qualified", "rewarded", "review",
+                                       "review_rejected", "no_reward"};
+
+    for (size_t i = 0; i < sizeof(past) / sizeof(past[0]); i++) {
+        if (strcmp(status, past[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 int rf_milestone_apply(MDB_txn *txn, const struct rf_store *st,
                        const char *tenant, const char *module,
                        const cJSON *rec, const char *version, int64_t at_ms,
@@ -162,7 +177,7 @@ int rf_milestone_apply(MDB_txn *txn, const struct rf_store *st,
                 set(r, "milestone_reason", cJSON_CreateString(m->reason));
             }
             kind = m->status;
-        } else if (strcmp(status, "qualified") == 0 && !qualify &&
+        } else if (past_qualified(status) && !qualify &&
                    !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
                        r, "reversed"))) {
             set(r, "reversed", cJSON_CreateTrue());

@@ -5,6 +5,7 @@
 #include "referee/log.h"
 #include "referee/milestone.h"
 #include "referee/referrers.h"
+#include "referee/reward.h"
 #include "referee/writer.h"
 #include "referee/zoho.h"
 #include "referee/zoho_poll.h"
@@ -17,6 +18,9 @@
 #include <time.h>
 
 #define FIRST_POLL_MS 200
+#define CHANNEL_RETRY_MS 60000 /* a failed subscription, tried again */
+#define RETRY_AGAIN_S 3600     /* records failed under this very version */
+#define SEEN_SLOTS 8192        /* record versions remembered per tenant */
 #define STATS_MS 1000
 #define FETCH_MAX 100   /* ids per GET (Zoho's limit) */
 #define RETRY_SCAN_MAX 1000
@@ -33,6 +37,7 @@ struct tsync {
     int closing;
     int may_retry; /* the retry list may hold records (else skip deletes) */
     uint64_t channel; /* what the channel was subscribed with (a hash) */
+    struct seen *seen; /* record versions handled lately, SEEN_SLOTS */
     struct rf_sync_tenant_stats st; /* script thread's copy */
 };
 
@@ -51,6 +56,14 @@ struct rf_sync {
 };
 
 /* One record handed to a hook, and what came back. */
+/* A record version handled lately: a hash of module and id, and one of
+ * its Modified_Time. A Watch callback's fetch and the next poll both read
+ * a changed record; this keeps the hooks from running twice for it while
+ * the process lives (after a restart they may: hooks are idempotent). */
+struct seen {
+    uint64_t rec, ver;
+};
+
 struct decision;
 
 /* Which hook an answer is for. */
@@ -68,6 +81,8 @@ struct decision {
     char *email, *name;
     char *error;
     struct rf_milestone ms; /* the referral the record is linked to */
+    int skip;               /* this version was handled lately */
+    uint64_t rec_hash, ver_hash;
     struct hook_slot cohort, milestone;
 };
 
@@ -107,6 +122,22 @@ static struct tsync *find(struct rf_sync *s, const char *tenant)
         t = t->next;
     }
     return t;
+}
+
+static uint64_t fnv(uint64_t h, const char *s)
+{
+    for (; s && *s; s++) {
+        h = (h ^ (unsigned char)*s) * 1099511628211u;
+    }
+    return (h ^ 0xff) * 1099511628211u;
+}
+
+static struct seen *seen_slot(struct tsync *ts, uint64_t rec)
+{
+    if (ts->seen == NULL) {
+        ts->seen = calloc(SEEN_SLOTS, sizeof(*ts->seen));
+    }
+    return ts->seen ? &ts->seen[rec % SEEN_SLOTS] : NULL;
 }
 
 static const struct rf_tenant_zoho *zoho_settings(struct rf_sync *s,
@@ -211,6 +242,10 @@ static int run_work(MDB_txn *txn, struct rf_write_job *wj)
     for (size_t i = 0; rc == 0 && i < w->n; i++) {
         const struct decision *d = &w->d[i];
 
+        if (d->skip) {
+            rc = w->retry ? del_retry(txn, w, d) : 0;
+            continue;
+        }
         if (d->rc != 0) {
             rc = put_retry(txn, w, d);
             continue;
@@ -241,6 +276,30 @@ static int run_work(MDB_txn *txn, struct rf_write_job *wj)
     return rc;
 }
 
+static void on_reward_asked(const struct rf_hook_result *res, void *arg)
+{
+    (void)res; /* the reward step records its own outcome */
+    (void)arg;
+}
+
+/* A committed batch qualified or reversed referrals: their reward step
+ * (reward.h) runs now; it re-reads each and does nothing when not due. */
+static void ask_rewards(struct work *w)
+{
+    cJSON *in = cJSON_CreateObject();
+    cJSON *id = in ? cJSON_AddNumberToObject(in, "id", 0) : NULL;
+
+    for (size_t i = 0; id != NULL && i < w->n; i++) {
+        if (w->d[i].rc == 0 && w->d[i].ms.referral && w->d[i].ms.status[0]) {
+            cJSON_SetNumberValue(id, (double)w->d[i].ms.referral);
+            (void)rf_engine_call_value(w->ts->s->e, w->ts->tenant,
+                                       RF_REWARD_HOOK, in, NULL,
+                                       on_reward_asked, NULL);
+        }
+    }
+    cJSON_Delete(in);
+}
+
 static void on_work_written(struct rf_write_job *wj)
 {
     struct work *w = (struct work *)wj;
@@ -251,10 +310,21 @@ static void on_work_written(struct rf_write_job *wj)
         failed += w->d[i].rc != 0;
     }
     if (wj->rc == 0) {
+        for (size_t i = 0; i < w->n; i++) {
+            struct seen *sl = w->d[i].rc == 0 && !w->d[i].skip
+                                  ? seen_slot(ts, w->d[i].rec_hash)
+                                  : NULL;
+
+            if (sl != NULL) {
+                sl->rec = w->d[i].rec_hash;
+                sl->ver = w->d[i].ver_hash;
+            }
+        }
         ts->may_retry |= failed > 0;
         ts->st.records += w->n;
         ts->st.enrolled += w->enrolled;
         ts->st.hook_failures += failed;
+        ask_rewards(w);
     } else {
         rf_log_error("sync", RF_F("tenant", ts->tenant, "module", w->module),
                      "cannot store a batch (%s); it comes again",
@@ -363,11 +433,15 @@ static void call_hook(struct work *w, struct decision *d,
                       struct hook_slot *slot, enum rf_hook hook,
                       const cJSON *input)
 {
+    char tag[96];
+
     slot->d = d;
     slot->hook = hook;
     w->pending++;
+    /* Log lines of the call name the record: "Contacts:4876...". */
+    snprintf(tag, sizeof(tag), "%s:%s", w->module, d->id);
     if (rf_engine_call_value(w->ts->s->e, w->ts->tenant, rf_hook_name(hook),
-                             input, d->id, on_hook_done, slot) != 0) {
+                             input, tag, on_hook_done, slot) != 0) {
         d->rc = RF_ENOMEM;
         w->pending--;
     }
@@ -415,17 +489,28 @@ static void start_work(struct tsync *ts, struct work *w)
     }
     for (const cJSON *r = w->records ? w->records->child : NULL;
          r && i < w->n; r = r->next, i++) {
+        const cJSON *mt = cJSON_GetObjectItemCaseSensitive(r,
+                                                           "Modified_Time");
+        struct seen *sl;
+
         w->d[i].w = w;
         w->d[i].rec = r;
         (void)rf_zoho_json_id(cJSON_GetObjectItemCaseSensitive(r, "id"),
                               w->d[i].id);
+        w->d[i].rec_hash = fnv(fnv(14695981039346656037u, w->module),
+                               w->d[i].id);
+        w->d[i].ver_hash = fnv(14695981039346656037u,
+                               cJSON_IsString(mt) ? mt->valuestring : "");
+        sl = cJSON_IsString(mt) ? seen_slot(ts, w->d[i].rec_hash) : NULL;
+        w->d[i].skip = sl != NULL && sl->rec == w->d[i].rec_hash &&
+                       sl->ver == w->d[i].ver_hash;
     }
     find_links(w, milestone);
     w->pending = 1; /* held until every call started */
     for (i = 0; i < w->n; i++) {
         struct decision *d = &w->d[i];
 
-        if (d->id[0] == '\0') {
+        if (d->id[0] == '\0' || d->skip) {
             continue;
         }
         if (cohort) {
@@ -521,6 +606,8 @@ static void on_batch(struct rf_zoho_batch *b, void *arg)
 }
 
 static void schedule(struct tsync *ts, uint64_t ms);
+static void follow_channel(struct tsync *ts, const struct rf_tenant_zoho *zs);
+static void rerun_failed(struct tsync *ts);
 
 static void on_poll_done(int rc, const char *error,
                          const struct rf_zoho_poll_stats *st, void *arg)
@@ -532,9 +619,12 @@ static void on_poll_done(int rc, const char *error,
     if (rc == 0) {
         ts->st.polls++;
         ts->st.last_poll_ms = now_ms();
-        rf_log_debug("sync", RF_F("tenant", ts->tenant, "module", pc->module),
-                     "caught up: %zu records in %zu batches, %u calls",
-                     st->records, st->batches, st->calls);
+        if (st->records > 0) {
+            rf_log_info("sync",
+                        RF_F("tenant", ts->tenant, "module", pc->module),
+                        "caught up: %zu records in %zu batches, %u calls",
+                        st->records, st->batches, st->calls);
+        }
     } else if (rc != RF_ESTOPPING) {
         ts->st.poll_failures++;
         snprintf(ts->st.last_error, sizeof(ts->st.last_error), "%s: %s",
@@ -545,8 +635,16 @@ static void on_poll_done(int rc, const char *error,
     free(pc);
     if (ts->polling == 0 && !ts->s->stopping && !ts->gone) {
         const struct rf_tenant_zoho *zs = zoho_settings(ts->s, ts->tenant);
+        uint64_t next = zs ? (uint64_t)zs->poll_every_s * 1000 : 0;
 
-        schedule(ts, zs ? (uint64_t)zs->poll_every_s * 1000 : 0);
+        if (zs != NULL && zs->notify_url != NULL && ts->channel == 0) {
+            follow_channel(ts, zs); /* a failed subscription, again */
+            next = next < CHANNEL_RETRY_MS ? next : CHANNEL_RETRY_MS;
+        }
+        if (ts->may_retry) {
+            rerun_failed(ts);
+        }
+        schedule(ts, next);
     }
 }
 
@@ -797,8 +895,8 @@ static void rerun_failed(struct tsync *ts)
          mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), scanned++) {
         const char *mod, *id;
         cJSON *o;
-        const cJSON *ver;
-        int same;
+        const cJSON *ver, *at;
+        int same, recent;
 
         if (k.mv_size <= plen || memcmp(k.mv_data, prefix, plen) != 0) {
             break;
@@ -812,10 +910,15 @@ static void rerun_failed(struct tsync *ts)
         id++;
         o = cJSON_ParseWithLength(v.mv_data, v.mv_size);
         ver = cJSON_GetObjectItemCaseSensitive(o, "version");
+        at = cJSON_GetObjectItemCaseSensitive(o, "at");
         same = cJSON_IsString(ver) && strcmp(ver->valuestring, t->version) == 0;
+        recent = cJSON_IsNumber(at) &&
+                 at->valuedouble > (double)(now_ms() / 1000 - RETRY_AGAIN_S);
         cJSON_Delete(o);
-        if (same) {
-            continue; /* failed under this very version: wait for a fix */
+        if (same && recent) {
+            continue; /* failed under this very version lately: the cause
+                         may be a passing one, so it is tried again after
+                         an hour, or at once after a script change */
         }
         if ((n == FETCH_MAX || strcmp(module, mod) != 0) && n > 0) {
             (void)fetch(ts, module, list, 1, NULL, NULL);
@@ -843,11 +946,18 @@ static void rerun_failed(struct tsync *ts)
 
 /* --- the Watch channel -------------------------------------------------- */
 
+static void schedule(struct tsync *ts, uint64_t ms);
+
 static void on_subscribed(const struct rf_zoho_result *res, void *arg)
 {
     struct tsync *ts = arg;
 
     if (res->rc != 0 && res->rc != RF_ESTOPPING) {
+        /* Tried again after the next poll, which comes soon. */
+        ts->channel = 0;
+        if (ts->polling == 0 && !ts->closing) {
+            schedule(ts, CHANNEL_RETRY_MS);
+        }
         snprintf(ts->st.last_error, sizeof(ts->st.last_error),
                  "watch: %s", res->error ? res->error : rf_strerror(res->rc));
         rf_log_warn("sync", RF_F("tenant", ts->tenant),
@@ -910,7 +1020,10 @@ static void follow_channel(struct tsync *ts, const struct rf_tenant_zoho *zs)
 
 static void on_tsync_closed(uv_handle_t *h)
 {
-    free(h->data);
+    struct tsync *ts = h->data;
+
+    free(ts->seen);
+    free(ts);
 }
 
 static void tsync_close(struct tsync *ts)

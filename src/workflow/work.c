@@ -3,6 +3,7 @@
 #include "referee/log.h"
 #include "referee/mapping.h"
 #include "referee/outbox.h"
+#include "referee/reward.h"
 
 #include <stdlib.h>
 
@@ -11,6 +12,7 @@ struct rf_work {
     struct rf_sync *sync;
     struct rf_outbox *ob;
     struct rf_mapping *mapping;
+    struct rf_reward *reward;
 };
 
 static void on_settled(const struct rf_job *job, void *arg)
@@ -18,6 +20,7 @@ static void on_settled(const struct rf_job *job, void *arg)
     struct rf_work *w = arg;
 
     rf_mapping_settled(w->mapping, job);
+    rf_reward_settled(w->reward, job);
 }
 
 void *rf_work_start(struct rf_engine *e, uv_loop_t *loop, void *arg)
@@ -42,6 +45,14 @@ void *rf_work_start(struct rf_engine *e, uv_loop_t *loop, void *arg)
             rf_outbox_on_settled(w->ob, on_settled, w);
             rf_mapping_recover(w->mapping, NULL);
         }
+        w->reward = w->ob ? rf_reward_start(e, w->ob) : NULL;
+        if (w->reward == NULL) {
+            rf_log_error("work", RF_NOF,
+                         "rewards cannot be decided or paid: the outbox or "
+                         "its executors did not start");
+        } else {
+            rf_reward_recover(w->reward, NULL);
+        }
     }
     return w;
 }
@@ -55,6 +66,7 @@ void rf_work_reloaded(void *work, const char *tenant)
     }
     rf_sync_reloaded(w->sync, tenant);
     rf_mapping_recover(w->mapping, tenant);
+    rf_reward_recover(w->reward, tenant);
 }
 
 void rf_work_stop(void *work)
@@ -67,6 +79,7 @@ void rf_work_stop(void *work)
     rf_outbox_stop(w->ob);
     rf_sync_stop(w->sync);
     rf_mapping_free(w->mapping);
+    rf_reward_free(w->reward);
     free(w);
 }
 
