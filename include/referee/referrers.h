@@ -1,8 +1,9 @@
 /* Referrers: the people enrolled in a tenant's referral program, each with
  * a referral code that is unique across the host.
  *
- *     referrers  tenant \0 contact id -> {"contact_id", "code", "email",
- *                "name", "source", "enrolled_at", "updated_at", "version"}
+ *     referrers  tenant \0 contact id -> {"contact_id", "code", "link",
+ *                "email", "name", "source", "enrolled_at", "updated_at",
+ *                "version"}
  *     codes      code -> tenant \0 contact id
  *
  * A code is 13 characters from a 30-character alphabet without look-alikes
@@ -44,6 +45,7 @@ struct rf_referrer_in {
     const char *name;
     const char *source;  /* "cohort" or "join" */
     const char *version; /* script version that decided */
+    const char *link;    /* template with {code} (program.link), or NULL */
     int64_t at_ms;
     const cJSON *evidence; /* kept in the audit entry */
 };

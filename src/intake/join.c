@@ -86,8 +86,9 @@ static int run_job(MDB_txn *txn, struct rf_write_job *job)
     rc = rf_store_next_seq(txn, st, "join_seq", &n);
     if (rc == 0) {
         struct rf_referrer_in in = {
-            jj->tenant, id,   jj->email, jj->has_name ? jj->name : NULL,
-            "join",     NULL, jj->at_ms, NULL};
+            .tenant = jj->tenant, .contact_id = id, .email = jj->email,
+            .name = jj->has_name ? jj->name : NULL, .source = "join",
+            .at_ms = jj->at_ms};
 
         snprintf(id, sizeof(id), "join:%llu", (unsigned long long)n);
         rc = rf_referrer_enrol(txn, st, &in, jj->code, &jj->created);

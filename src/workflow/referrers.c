@@ -193,6 +193,20 @@ static int refresh(MDB_txn *txn, const struct rf_store *st,
     return put_referrer(txn, st, key, klen, r);
 }
 
+/* Adds "link": the template with {code} replaced. */
+static int add_link(cJSON *r, const char *tmpl, const char *code)
+{
+    const char *at = strstr(tmpl, "{code}");
+    char buf[1024];
+
+    if (at == NULL) {
+        return 1;
+    }
+    snprintf(buf, sizeof(buf), "%.*s%s%s", (int)(at - tmpl), tmpl, code,
+             at + 6);
+    return cJSON_AddStringToObject(r, "link", buf) != NULL;
+}
+
 int rf_referrer_enrol(MDB_txn *txn, const struct rf_store *st,
                       const struct rf_referrer_in *in,
                       char code[RF_CODE_LEN + 1], int *created)
@@ -221,6 +235,7 @@ int rf_referrer_enrol(MDB_txn *txn, const struct rf_store *st,
     if (r == NULL || !cJSON_AddStringToObject(r, "contact_id",
                                               in->contact_id) ||
         !cJSON_AddStringToObject(r, "code", code) ||
+        (in->link && !add_link(r, in->link, code)) ||
         (in->email && !cJSON_AddStringToObject(r, "email", in->email)) ||
         (in->name && !cJSON_AddStringToObject(r, "name", in->name)) ||
         !cJSON_AddStringToObject(r, "source", in->source) ||

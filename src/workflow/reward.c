@@ -1,6 +1,7 @@
 /* Rewards on the script thread: the reward hook, the jobs that pay through
  * plugins or update the CRM, their follow-up, and recovery. */
 #include "referee/reward.h"
+#include "referee/crm_update.h"
 #include "referee/error.h"
 #include "referee/log.h"
 #include "referee/referrals.h"
@@ -357,72 +358,17 @@ static void exec_pay(const struct rf_job *job, struct rf_outbox_run *run,
     cJSON_Delete(payload);
 }
 
-static void on_updated(const struct rf_zoho_write_result *res, void *arg)
-{
-    struct pay *p = arg;
-    struct rf_job_outcome o = {RF_JOB_OK, -1, NULL, NULL};
-    char err[300], result[64];
-
-    if (res->rc != 0) {
-        o.result = res->rc == RF_ETIMEOUT ? RF_JOB_UNKNOWN : RF_JOB_TRANSIENT;
-        snprintf(err, sizeof(err), "%s",
-                 res->error ? res->error : rf_strerror(res->rc));
-        o.error = err;
-    } else if (res->n < 1 || !res->items[0].ok) {
-        o.result = RF_JOB_PERMANENT;
-        snprintf(err, sizeof(err), "Zoho refused the update: %s %s",
-                 res->n ? res->items[0].code : "?",
-                 res->n ? res->items[0].message : "");
-        o.error = err;
-    } else {
-        snprintf(result, sizeof(result), "{\"id\":\"%s\"}", res->items[0].id);
-        o.result_json = result;
-    }
-    rf_outbox_finish(p->run, &o);
-    free(p);
-}
-
 static void exec_crm(const struct rf_job *job, struct rf_outbox_run *run,
                      void *arg)
 {
     struct rf_reward *r = arg;
-    struct rf_zoho *z = rf_engine_zoho(r->e, job->tenant);
-    cJSON *payload = cJSON_Parse(job->payload), *records = NULL, *rec = NULL;
+    cJSON *payload = cJSON_Parse(job->payload);
     const cJSON *action = cJSON_GetObjectItemCaseSensitive(payload, "action");
-    struct rf_zoho_write_opts o = {0};
-    struct rf_job_outcome out = {RF_JOB_TRANSIENT, -1, NULL, NULL};
-    struct pay *p = NULL;
-    int rc = RF_ENOMEM;
 
-    o.module = str(action, "module");
-    o.op = RF_ZOHO_UPDATE;
-    rec =
-        cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(action, "fields"), 1);
-    records = cJSON_CreateArray();
-    p = calloc(1, sizeof(*p));
-    if (z == NULL) {
-        out.error = "the tenant has no Zoho connection";
-    } else if (o.module == NULL || str(action, "id") == NULL ||
-               !cJSON_IsObject(rec)) {
-        out.result = RF_JOB_PERMANENT;
-        out.error = "the job's payload is not a crm_update";
-    } else if (records != NULL && p != NULL) {
-        cJSON_DeleteItemFromObjectCaseSensitive(rec, "id");
-        cJSON_AddStringToObject(rec, "id", str(action, "id"));
-        cJSON_AddItemToArray(records, rec);
-        rec = NULL;
-        p->run = run;
-        rc = rf_zoho_write(z, &o, records, on_updated, p);
-        out.error = rc ? rf_strerror(rc) : NULL;
-    }
-    cJSON_Delete(rec);
-    cJSON_Delete(records);
+    rf_crm_update_run(r->e, job->tenant, str(action, "module"),
+                      str(action, "id"),
+                      cJSON_GetObjectItemCaseSensitive(action, "fields"), run);
     cJSON_Delete(payload);
-    if (rc != 0) {
-        free(p);
-        out.error = out.error ? out.error : "out of memory";
-        rf_outbox_finish(run, &out);
-    }
 }
 
 void rf_reward_settled(struct rf_reward *r, const struct rf_job *job)

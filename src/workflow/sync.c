@@ -2,7 +2,9 @@
  * hook and enrolment, with a retry list for records whose hook failed. */
 #include "referee/sync.h"
 #include "referee/error.h"
+#include "referee/crm_update.h"
 #include "referee/log.h"
+#include "referee/outbox.h"
 #include "referee/milestone.h"
 #include "referee/referrers.h"
 #include "referee/reward.h"
@@ -100,6 +102,9 @@ struct work {
     size_t n, pending;
     int64_t at_ms;
     int retry;                   /* records came off the retry list */
+    char *link;       /* program.link, copied for the writer thread */
+    char *code_field; /* program.code_field: write codes back to Zoho */
+    char *link_field; /* program.link_field */
     int may_retry;               /* the tenant's retry list is not empty */
     rf_engine_done_cb done;      /* a notification's, when set */
     void *done_arg;
@@ -227,8 +232,52 @@ static void work_free(struct work *w)
         rf_milestone_cleanup(&w->d[i].ms);
     }
     free(w->d);
+    free(w->link);
+    free(w->code_field);
+    free(w->link_field);
     cJSON_Delete(w->owned);
     free(w);
+}
+
+/* A new referrer's code and link go back to the contact's fields the
+ * tenant names, through the outbox. */
+static int write_back(MDB_txn *txn, const struct work *w,
+                      const struct decision *d, const char *code)
+{
+    cJSON *p, *f;
+    char key[64], *text;
+    int rc;
+
+    if (w->code_field == NULL && w->link_field == NULL) {
+        return 0;
+    }
+    p = cJSON_CreateObject();
+    f = p ? cJSON_AddObjectToObject(p, "fields") : NULL;
+    if (f == NULL || !cJSON_AddStringToObject(p, "module", "Contacts") ||
+        !cJSON_AddStringToObject(p, "id", d->id) ||
+        (w->code_field && !cJSON_AddStringToObject(f, w->code_field, code))) {
+        cJSON_Delete(p);
+        return RF_ENOMEM;
+    }
+    if (w->link_field && w->link) {
+        const char *at = strstr(w->link, "{code}");
+        char link[1024];
+
+        snprintf(link, sizeof(link), "%.*s%s%s",
+                 (int)(at ? at - w->link : (long)strlen(w->link)), w->link,
+                 at ? code : "", at ? at + 6 : "");
+        cJSON_AddStringToObject(f, w->link_field, link);
+    }
+    text = cJSON_PrintUnformatted(p);
+    cJSON_Delete(p);
+    if (text == NULL) {
+        return RF_ENOMEM;
+    }
+    snprintf(key, sizeof(key), "writeback:%s", d->id);
+    rc = rf_outbox_add(txn, w->ts->s->store, w->ts->tenant,
+                       RF_CRM_WRITEBACK_KIND, key, text, 0, NULL);
+    cJSON_free(text);
+    return rc;
 }
 
 /* Writer thread: everything the decisions cause, and the cursor. */
@@ -259,8 +308,12 @@ static int run_work(MDB_txn *txn, struct rf_write_job *wj)
             char code[RF_CODE_LEN + 1];
             int created = 0;
 
+            in.link = w->link;
             rc = rf_referrer_enrol(txn, st, &in, code, &created);
             w->enrolled += (size_t)created;
+            if (rc == 0 && created) {
+                rc = write_back(txn, w, d, code);
+            }
         }
         if (rc == 0 && d->ms.referral) {
             rc = rf_milestone_apply(txn, st, w->ts->tenant, w->module, d->rec,
@@ -481,6 +534,15 @@ static void start_work(struct tsync *ts, struct work *w)
 
     w->at_ms = now_ms();
     w->may_retry = ts->may_retry;
+    if (t != NULL && t->program != NULL) {
+        w->link = t->program->link ? strdup(t->program->link) : NULL;
+        w->code_field = t->program->code_field
+                            ? strdup(t->program->code_field)
+                            : NULL;
+        w->link_field = t->program->link_field
+                            ? strdup(t->program->link_field)
+                            : NULL;
+    }
     snprintf(w->version, sizeof(w->version), "%s", t ? t->version : "");
     w->n = (size_t)cJSON_GetArraySize(w->records);
     w->d = calloc(w->n ? w->n : 1, sizeof(*w->d));

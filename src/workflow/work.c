@@ -1,5 +1,6 @@
 /* The script thread's own work, started and stopped with the engine. */
 #include "referee/work.h"
+#include "referee/crm_update.h"
 #include "referee/log.h"
 #include "referee/mapping.h"
 #include "referee/outbox.h"
@@ -52,6 +53,10 @@ void *rf_work_start(struct rf_engine *e, uv_loop_t *loop, void *arg)
                          "its executors did not start");
         } else {
             rf_reward_recover(w->reward, NULL);
+        }
+        if (w->ob == NULL || rf_crm_writeback_executor(w->ob, e) != 0) {
+            rf_log_error("work", RF_NOF,
+                         "referral codes cannot be written back to the CRM");
         }
     }
     return w;

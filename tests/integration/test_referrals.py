@@ -44,7 +44,9 @@ return {
                 Deals = { "Deal_Name", "Stage", "Amount" } },
     poll_every_s = 3600,
   },
-  program = { secret = "%s", form_per_minute = %d },
+  program = { secret = "%s", form_per_minute = %d,
+              link = "https://go.acme.example/r/{code}",
+              code_field = "Referral_Code", link_field = "Referral_Link" },
   cohort = function(c)
     return c.Customer_Tier == "Gold" and type(c.Email) == "string"
   end,
@@ -207,6 +209,27 @@ class ReferralsTest(DaemonTestCase):
                          ["duplicate_person", "existing_customer",
                           "invalid_code", "invalid_email", "missing_email",
                           "self_referral", "unknown_referrer"])
+
+    def test_codes_are_written_back_to_the_contacts(self):
+        d = self.start()
+        refs = self.referrers(d)
+
+        def contact(cid):
+            url = "%s/_sim/records/Contacts/%s" % (self.sim.base_url, cid)
+            with urllib.request.urlopen(url, timeout=10) as r:
+                doc = json.loads(r.read())
+            return doc.get("data", doc)
+
+        def all_written():
+            return all(contact(r["contact_id"]).get("Referral_Code") ==
+                       r["code"] for r in refs)
+        wait_until(all_written, scale(30), "codes written back",
+                   interval=0.5)
+        for r in refs[:5]:
+            c = contact(r["contact_id"])
+            self.assertEqual(c["Referral_Link"],
+                             "https://go.acme.example/r/" + r["code"])
+            self.assertEqual(r["link"], c["Referral_Link"])
 
     def test_signed_posts_and_the_rate_limit(self):
         d = self.start(rate=3)

@@ -76,8 +76,13 @@ static int do_enrol(MDB_txn *txn, void *arg)
 static void enrol(const char *tenant, const char *id, const char *email,
                   long long at_s, char code[RF_CODE_LEN + 1])
 {
-    struct enrol_ctx c = {
-        {tenant, id, email, NULL, "cohort", "v1", at_s * 1000, NULL}, code};
+    struct enrol_ctx c = {{.tenant = tenant,
+                           .contact_id = id,
+                           .email = email,
+                           .source = "cohort",
+                           .version = "v1",
+                           .at_ms = at_s * 1000},
+                          code};
 
     assert_int_equal(rf_store_write(F->st, do_enrol, &c), 0);
 }
