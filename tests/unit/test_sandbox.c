@@ -996,6 +996,42 @@ static void test_patterns_match_stock_lua(void **state)
     lua_close(stock);
 }
 
+/* The budget timer is left running after a call. When it runs out between
+ * calls (the thread does other work), the late signal must not stop the
+ * next call, and the next call must still get its whole budget. */
+static void test_budget_left_running_between_calls(void **state)
+{
+    struct rf_sandbox *sb = make(0, 20, 0);
+    char out[256], err[2048];
+    struct timespec t0, t;
+
+    (void)state;
+    assert_int_equal(run(sb, "return 1", out, sizeof(out), err, sizeof(err)),
+                     0);
+    assert_string_equal(out, "1");
+    /* 60 ms of this thread's CPU outside any call: the 20 ms timer left
+     * from the call above runs out meanwhile. */
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+    do {
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    } while ((t.tv_sec - t0.tv_sec) * 1000000000L + t.tv_nsec - t0.tv_nsec <
+             60000000L);
+    /* A call that needs about 10 ms of its 20 ms runs to the end. */
+    if (run(sb,
+            "local t0 = os.clock() while os.clock() - t0 < 0.010 do end "
+            "return 2",
+            out, sizeof(out), err, sizeof(err)) != 0) {
+        fail_msg("stopped by a stale timer: %s", err);
+    }
+    assert_string_equal(out, "2");
+    /* And the budget still stops a runaway one. */
+    assert_int_equal(run(sb, "while true do end", out, sizeof(out), err,
+                         sizeof(err)),
+                     RF_ELIMIT);
+    expect_contains("runaway", err, "cpu budget of 20 ms exceeded");
+    rf_sandbox_free(sb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1010,6 +1046,7 @@ int main(void)
         cmocka_unit_test(test_run_file_reports),
         cmocka_unit_test(test_resume_api),
         cmocka_unit_test(test_resume_budget),
+        cmocka_unit_test(test_budget_left_running_between_calls),
         cmocka_unit_test(test_host_threads_are_off_limits),
         cmocka_unit_test(test_pcall_on_a_thread),
         cmocka_unit_test(test_memory_accounting),
