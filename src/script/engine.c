@@ -80,6 +80,7 @@ struct rf_engine {
     struct rf_engine_opts o;
     struct native natives[NATIVES_MAX];
     size_t nnatives;
+    int freeing; /* rf_engine_free() runs: no new calls */
     uv_timer_t sweep;
     struct rf_http_client *http;
     struct rf_writer *writer;
@@ -770,6 +771,12 @@ static int call(struct rf_engine *e, const char *tenant, const char *hook,
     struct rf_call *c;
     int nargs;
 
+    if (e->freeing) {
+        /* Callbacks of work finishing while the engine is freed (the
+         * writer's last commits) must not start anything new. */
+        refuse(done, arg, RF_ESTOPPING, "the engine is stopping");
+        return 0;
+    }
     if (t == NULL || t->cur == NULL) {
         refuse(done, arg, RF_ENOTFOUND, "no such tenant");
         return 0;
@@ -920,6 +927,7 @@ void rf_engine_free(struct rf_engine *e)
     if (e == NULL) {
         return;
     }
+    e->freeing = 1;
     while (e->calls) {
         finish(e->calls, RF_ESTOPPING, "the engine is stopping", NULL, NULL);
     }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 struct rf_work {
+    uv_timer_t closer; /* its close callback frees the rest (rf_work_stop) */
     struct rf_engine *e;
     struct rf_sync *sync;
     struct rf_outbox *ob;
@@ -33,6 +34,8 @@ void *rf_work_start(struct rf_engine *e, uv_loop_t *loop, void *arg)
         return NULL;
     }
     w->e = e;
+    uv_timer_init(loop, &w->closer);
+    w->closer.data = w;
     w->sync = rf_sync_start(e, loop, NULL);
     if (rf_engine_store(e) != NULL && rf_engine_writer(e) != NULL) {
         w->ob = rf_outbox_start(loop, rf_engine_store(e), rf_engine_writer(e),
@@ -74,6 +77,21 @@ void rf_work_reloaded(void *work, const char *tenant)
     rf_reward_recover(w->reward, tenant);
 }
 
+static void on_closed(uv_handle_t *h)
+{
+    struct rf_work *w = h->data;
+
+    rf_mapping_free(w->mapping);
+    rf_reward_free(w->reward);
+    free(w);
+}
+
+/* Stops the timers and the outbox. The engine is freed right after this
+ * returns, and freeing it finishes what is in flight: the writer's queued
+ * state changes call back into mapping and reward, and attempts still out
+ * end with RF_ESTOPPING. So those are freed only when the loop runs again,
+ * and the outbox reports no more settled jobs (a job that settles now is
+ * followed up at the next start, by recovery). */
 void rf_work_stop(void *work)
 {
     struct rf_work *w = work;
@@ -81,11 +99,12 @@ void rf_work_stop(void *work)
     if (w == NULL) {
         return;
     }
+    if (w->ob != NULL) {
+        rf_outbox_on_settled(w->ob, NULL, NULL);
+    }
     rf_outbox_stop(w->ob);
     rf_sync_stop(w->sync);
-    rf_mapping_free(w->mapping);
-    rf_reward_free(w->reward);
-    free(w);
+    uv_close((uv_handle_t *)&w->closer, on_closed);
 }
 
 struct rf_sync *rf_work_sync(struct rf_work *w)
