@@ -106,6 +106,7 @@ struct work {
     char *code_field; /* program.code_field: write codes back to Zoho */
     char *link_field; /* program.link_field */
     int may_retry;               /* the tenant's retry list is not empty */
+    int force;                   /* ignore the versions handled lately */
     rf_engine_done_cb done;      /* a notification's, when set */
     void *done_arg;
     size_t enrolled;
@@ -353,6 +354,28 @@ static void ask_rewards(struct work *w)
     cJSON_Delete(in);
 }
 
+static int fetch(struct tsync *ts, const char *module, const char *ids,
+                 int retry, int force, rf_engine_done_cb done,
+                 void *done_arg);
+
+/* A converted lead linked its deal to the referral. The deal may have been
+ * read before (Leads and Deals are polled side by side), when it was not
+ * linked yet and its changes went unnoticed: read it again now, whatever
+ * was handled lately, so that its milestone is not missed. */
+static void follow_conversions(struct work *w)
+{
+    if (strcmp(w->module, "Leads") != 0) {
+        return;
+    }
+    for (size_t i = 0; i < w->n; i++) {
+        const struct decision *d = &w->d[i];
+
+        if (d->rc == 0 && d->ms.referral && d->ms.deal[0]) {
+            (void)fetch(w->ts, "Deals", d->ms.deal, 0, 1, NULL, NULL);
+        }
+    }
+}
+
 static void on_work_written(struct rf_write_job *wj)
 {
     struct work *w = (struct work *)wj;
@@ -378,6 +401,9 @@ static void on_work_written(struct rf_write_job *wj)
         ts->st.enrolled += w->enrolled;
         ts->st.hook_failures += failed;
         ask_rewards(w);
+        if (!ts->s->stopping) {
+            follow_conversions(w);
+        }
     } else {
         rf_log_error("sync", RF_F("tenant", ts->tenant, "module", w->module),
                      "cannot store a batch (%s); it comes again",
@@ -564,7 +590,8 @@ static void start_work(struct tsync *ts, struct work *w)
         w->d[i].ver_hash = fnv(14695981039346656037u,
                                cJSON_IsString(mt) ? mt->valuestring : "");
         sl = cJSON_IsString(mt) ? seen_slot(ts, w->d[i].rec_hash) : NULL;
-        w->d[i].skip = sl != NULL && sl->rec == w->d[i].rec_hash &&
+        w->d[i].skip = !w->force && sl != NULL &&
+                       sl->rec == w->d[i].rec_hash &&
                        sl->ver == w->d[i].ver_hash;
     }
     find_links(w, milestone);
@@ -773,6 +800,7 @@ struct fetch {
     struct tsync *ts;
     char module[64];
     int retry;
+    int force; /* run the hooks even for a version handled lately */
     rf_engine_done_cb done;
     void *done_arg;
 };
@@ -819,6 +847,7 @@ static void on_fetched(const struct rf_zoho_result *res, void *arg)
     w->owned = data;
     w->records = data;
     w->retry = f->retry;
+    w->force = f->force;
     w->done = f->done;
     w->done_arg = f->done_arg;
     free(f);
@@ -827,7 +856,8 @@ static void on_fetched(const struct rf_zoho_result *res, void *arg)
 
 /* Fetches up to 100 records by id (comma-separated) and runs them. */
 static int fetch(struct tsync *ts, const char *module, const char *ids,
-                 int retry, rf_engine_done_cb done, void *done_arg)
+                 int retry, int force, rf_engine_done_cb done,
+                 void *done_arg)
 {
     const struct rf_tenant_zoho *zs = zoho_settings(ts->s, ts->tenant);
     struct rf_zoho *z = rf_engine_zoho(ts->s->e, ts->tenant);
@@ -852,6 +882,7 @@ static int fetch(struct tsync *ts, const char *module, const char *ids,
     f->ts = ts;
     snprintf(f->module, sizeof(f->module), "%s", module);
     f->retry = retry;
+    f->force = force;
     f->done = done;
     f->done_arg = done_arg;
     {
@@ -918,7 +949,7 @@ static void on_notify(struct rf_engine *e, const char *tenant,
     }
     /* More than 100 ids in one callback: the rest are left to the poll,
      * which catches every change anyway. */
-    rc = fetch(ts, module->valuestring, list, 0, done, done_arg);
+    rc = fetch(ts, module->valuestring, list, 0, 0, done, done_arg);
     if (rc == RF_ENOTFOUND) {
         finish_native(ts, done, done_arg, 0, NULL); /* a module not synced */
     } else if (rc != 0) {
@@ -983,7 +1014,7 @@ static void rerun_failed(struct tsync *ts)
                          an hour, or at once after a script change */
         }
         if ((n == FETCH_MAX || strcmp(module, mod) != 0) && n > 0) {
-            (void)fetch(ts, module, list, 1, NULL, NULL);
+            (void)fetch(ts, module, list, 1, 0, NULL, NULL);
             n = len = 0;
         }
         snprintf(module, sizeof(module), "%s", mod);
@@ -995,7 +1026,7 @@ static void rerun_failed(struct tsync *ts)
         n++;
     }
     if (n > 0) {
-        (void)fetch(ts, module, list, 1, NULL, NULL);
+        (void)fetch(ts, module, list, 1, 0, NULL, NULL);
     }
     mdb_cursor_close(cur);
     rf_store_read_end(s->store, txn);

@@ -340,6 +340,27 @@ class ReferralsTest(DaemonTestCase):
         self.assertEqual(kinds, ["captured", "mapped", "in_crm",
                                  "converted", "qualified", "reversed"])
 
+    def test_a_deal_won_at_conversion_qualifies(self):
+        # The lead's conversion and the deal's Stage arrive in one poll, in
+        # either order: the deal is read again once its link is known.
+        d = self.start()
+        ana = self.referrers(d)[0]
+        r = self.post(d, {"code": ana["code"], "email": "won@example.com",
+                          "last_name": "Winner"})
+        rid = r.json()["referral_id"]
+        wait_until(lambda: self.referrals(d)[rid]["status"] == "in_crm",
+                   scale(20), "in_crm", interval=0.2)
+        lead = self.referrals(d)[rid]["crm"]["id"]
+        time.sleep(1.1)
+        self.zoho_api("POST", "Leads/%s/actions/convert" % lead, {
+            "data": [{"Deals": {"Deal_Name": "Winner - Referral",
+                                "Stage": "Closed Won",
+                                "Closing_Date": "2027-01-31"}}]})
+        time.sleep(1.1)
+        d.send_signal(signal.SIGHUP)
+        wait_until(lambda: self.referrals(d)[rid]["status"] == "qualified",
+                   scale(20), "qualified", interval=0.2)
+
 
 if __name__ == "__main__":
     unittest.main()
