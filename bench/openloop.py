@@ -11,7 +11,10 @@ so. Each request gets its own webhook-id and is signed when sent.
 One thread, non-blocking sockets and select(), whose timeout has microsecond
 resolution (epoll's is a millisecond, which would add up to 1 ms of
 scheduling error to every figure). The generator reports its own overhead:
-how late it sent requests and the CPU time it used.
+how late it got round to each request after its scheduled time (sched_lag:
+the generator's own lateness, from Python and from waiting for a CPU), how
+late each was sent (send_lag: sched_lag plus any wait for a free
+connection, which is the server's doing), and the CPU time it used.
 """
 
 import base64
@@ -106,6 +109,7 @@ class Run:
         self.dropped = 0  # never sent: the server was a second behind
         self.latencies = []  # seconds, scheduled time to whole answer
         self.lags = []  # seconds, scheduled time to send
+        self.sched_lags = []  # seconds, scheduled time to being handled
         self.statuses = {}
         self.errors = 0
         self.max_backlog = 0
@@ -167,6 +171,7 @@ class Run:
         """Sends or queues every request due by now; returns the next k."""
         while k < self.total and start + k / self.rate <= now:
             due = start + k / self.rate
+            self.sched_lags.append(now - due)
             if self.idle:
                 self.send(self.idle.popleft(), due, k)
             elif len(self.backlog) >= self.backlog_max:
@@ -206,6 +211,7 @@ class Run:
     def summary(self, wall, cpu):
         lat = sorted(self.latencies)
         lags = sorted(self.lags)
+        sched = sorted(self.sched_lags)
 
         def ms(v):
             return None if v is None else round(v * 1000, 3)
@@ -226,6 +232,9 @@ class Run:
             "max_ms": ms(lat[-1] if lat else None),
             "send_lag_p50_ms": ms(percentile(lags, 50)),
             "send_lag_p99_ms": ms(percentile(lags, 99)),
+            "sched_lag_p50_ms": ms(percentile(sched, 50)),
+            "sched_lag_p99_ms": ms(percentile(sched, 99)),
+            "sched_lag_max_ms": ms(sched[-1] if sched else None),
             "max_backlog": self.max_backlog,
             "generator_cpu": round(cpu / wall, 3) if wall > 0 else 0.0,
         }
