@@ -19,9 +19,23 @@
 #define ERROR_KEEP 1000
 #define RESULT_KEEP 4096 /* bytes of a hook's returned value kept */
 
+#define TENANT_INFLIGHT_MAX 2 /* events of one tenant at the script thread */
+
+/* One tenant's events waiting for the script thread. Tenants take turns,
+ * and each has at most TENANT_INFLIGHT_MAX events there at once, so a
+ * tenant whose hook is slow (or runs away) delays its own events, and
+ * others' by at most that many calls. */
+struct tq {
+    struct tq *next;
+    char tenant[RF_TENANT_ID_MAX + 1];
+    struct item *head, *tail;
+    size_t queued, inflight;
+};
+
 struct item {
     struct item *next;
     struct rf_dispatch *d;
+    struct tq *q;
     char tenant[RF_TENANT_ID_MAX + 1];
     uint64_t seq;
 };
@@ -29,6 +43,7 @@ struct item {
 struct outcome_job {
     struct rf_write_job wj; /* first: the writer hands this back */
     struct rf_dispatch *d;
+    struct tq *q;
     struct rf_store *store;
     unsigned char key[RF_TENANT_ID_MAX + 1 + 8];
     size_t klen;
@@ -41,10 +56,19 @@ struct rf_dispatch {
     struct rf_writer *writer;
     struct rf_runtime *rt;
     const struct rf_tenants *const *tenants;
-    struct item *head, *tail;
+    struct tq *queues; /* one per tenant that had events, kept */
+    struct tq *turn;   /* the queue served last; the next one goes next */
     size_t queued, inflight;
     struct rf_dispatch_stats stats;
 };
+
+/* An event left the script thread (its outcome is recorded, or could not
+ * be): its tenant and the dispatcher have room for one more. */
+static void settled(struct rf_dispatch *d, struct tq *q)
+{
+    d->inflight--;
+    q->inflight--;
+}
 
 static size_t outcome_key(unsigned char *k, const char *tenant, uint64_t seq)
 {
@@ -80,7 +104,7 @@ static void on_outcome_written(struct rf_write_job *wj)
                      "at the next start",
                      rf_strerror(wj->rc));
     }
-    d->inflight--;
+    settled(d, j->q);
     cJSON_free(j->value);
     free(j);
     pump(d);
@@ -114,8 +138,8 @@ static void add_result(cJSON *o, const char *json)
     cJSON_AddTrueToObject(o, "result_truncated");
 }
 
-static void record(struct rf_dispatch *d, const char *tenant, uint64_t seq,
-                   const struct rf_hook_result *res)
+static void record(struct rf_dispatch *d, struct tq *q, const char *tenant,
+                   uint64_t seq, const struct rf_hook_result *res)
 {
     struct outcome_job *j = calloc(1, sizeof(*j));
     cJSON *o = cJSON_CreateObject();
@@ -124,7 +148,7 @@ static void record(struct rf_dispatch *d, const char *tenant, uint64_t seq,
     if (j == NULL || o == NULL) {
         cJSON_Delete(o);
         free(j);
-        d->inflight--; /* not recorded: it runs again at the next start */
+        settled(d, q); /* not recorded: it runs again at the next start */
         return;
     }
     cJSON_AddStringToObject(o, "status", res->rc == 0 ? "done" : "failed");
@@ -141,11 +165,12 @@ static void record(struct rf_dispatch *d, const char *tenant, uint64_t seq,
     j->wj.run = run_outcome;
     j->wj.done = on_outcome_written;
     j->d = d;
+    j->q = q;
     j->store = d->store;
     j->klen = outcome_key(j->key, tenant, seq);
     if (j->value == NULL) {
         free(j);
-        d->inflight--;
+        settled(d, q);
         return;
     }
     rf_writer_submit(d->writer, &j->wj);
@@ -163,7 +188,7 @@ static void on_reply(const struct rf_hook_result *res, void *arg)
     } else {
         d->stats.failed++;
     }
-    record(d, it->tenant, it->seq, res);
+    record(d, it->q, it->tenant, it->seq, res);
     free(it);
 }
 
@@ -224,45 +249,87 @@ static void start(struct rf_dispatch *d, struct item *it)
     }
     rf_event_id(it->seq, id);
     d->inflight++;
+    it->q->inflight++;
     d->stats.dispatched++;
     if (rf_runtime_call(d->rt, it->tenant, hook, input, strlen(input), id,
                         on_reply, it) != 0) {
-        d->inflight--;
+        settled(d, it->q);
         free(it);
     }
     cJSON_free(input);
 }
 
+/* The next tenant in turn with an event waiting and room at the script
+ * thread, or NULL. */
+static struct tq *next_ready(struct rf_dispatch *d)
+{
+    struct tq *q = d->turn && d->turn->next ? d->turn->next : d->queues;
+
+    for (struct tq *first = q; q != NULL;) {
+        if (q->queued > 0 && q->inflight < TENANT_INFLIGHT_MAX) {
+            return q;
+        }
+        q = q->next ? q->next : d->queues;
+        if (q == first) {
+            break;
+        }
+    }
+    return NULL;
+}
+
 static void pump(struct rf_dispatch *d)
 {
-    while (d->head && d->inflight < INFLIGHT_MAX) {
-        struct item *it = d->head;
+    struct tq *q;
 
-        d->head = it->next;
-        if (d->head == NULL) {
-            d->tail = NULL;
+    while (d->queued > 0 && d->inflight < INFLIGHT_MAX &&
+           (q = next_ready(d)) != NULL) {
+        struct item *it = q->head;
+
+        q->head = it->next;
+        if (q->head == NULL) {
+            q->tail = NULL;
         }
+        q->queued--;
         d->queued--;
+        d->turn = q;
         start(d, it);
     }
 }
 
+static struct tq *queue_of(struct rf_dispatch *d, const char *tenant)
+{
+    struct tq *q = d->queues;
+
+    while (q != NULL && strcmp(q->tenant, tenant) != 0) {
+        q = q->next;
+    }
+    if (q == NULL && (q = calloc(1, sizeof(*q))) != NULL) {
+        snprintf(q->tenant, sizeof(q->tenant), "%s", tenant);
+        q->next = d->queues;
+        d->queues = q;
+    }
+    return q;
+}
+
 static void enqueue(struct rf_dispatch *d, const char *tenant, uint64_t seq)
 {
-    struct item *it = calloc(1, sizeof(*it));
+    struct tq *q = queue_of(d, tenant);
+    struct item *it = q ? calloc(1, sizeof(*it)) : NULL;
 
     if (it == NULL) {
         return; /* not dispatched now: recovered at the next start */
     }
     it->d = d;
+    it->q = q;
     snprintf(it->tenant, sizeof(it->tenant), "%s", tenant);
     it->seq = seq;
-    if (d->tail) {
-        d->tail->next = it;
+    if (q->tail) {
+        q->tail->next = it;
     } else {
-        d->head = it;
+        q->head = it;
     }
-    d->tail = it;
+    q->tail = it;
+    q->queued++;
     d->queued++;
 }
 
@@ -412,14 +479,19 @@ struct rf_dispatch *rf_dispatch_new(uv_loop_t *loop, struct rf_store *store,
 
 void rf_dispatch_free(struct rf_dispatch *d)
 {
+    struct tq *q, *qnext;
     struct item *it, *next;
 
     if (d == NULL) {
         return;
     }
-    for (it = d->head; it; it = next) {
-        next = it->next;
-        free(it);
+    for (q = d->queues; q; q = qnext) {
+        qnext = q->next;
+        for (it = q->head; it; it = next) {
+            next = it->next;
+            free(it);
+        }
+        free(q);
     }
     free(d);
 }

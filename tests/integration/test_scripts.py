@@ -138,6 +138,25 @@ class ScriptsTest(DaemonTestCase):
         self.assertIn("cpu budget of 50 ms exceeded", loopy["spin1"]["error"])
         self.assertEqual(loopy["fine1"]["status"], "done")
 
+    def test_a_runaway_backlog_delays_only_its_own_tenant(self):
+        # 60 runaway events take 3 s of the script thread at 50 ms each.
+        # Tenants take turns, with at most two events each at the thread,
+        # so the other tenant's event waits for about two of them, not 60.
+        d = self.daemon(tenants=(), extra_tenants={
+            "loopy": RUNAWAY, "calm": ORDERS % ("", "a")})
+        for i in range(60):
+            self.post_order(d, "loopy", "spin%d" % i, spin=True)
+        t0 = time.monotonic()
+        self.post_order(d, "calm", "c0")
+        self.wait_outcomes(d, "calm", ["c0"], timeout=10)
+        waited = time.monotonic() - t0
+        self.assertLess(waited, scale(1.5), "calm waited %.2f s" % waited)
+        # The runaway's own events still all run, and fail alone.
+        loopy = self.wait_outcomes(d, "loopy",
+                                   ["spin%d" % i for i in range(60)],
+                                   timeout=30)
+        self.assertEqual({o["status"] for o in loopy.values()}, {"failed"})
+
     def test_failed_event_runs_again_after_fix(self):
         d = self.daemon(tenants=(), extra_tenants={
             "shop": ORDERS % ('error("not yet")', "a")})
