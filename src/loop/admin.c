@@ -7,6 +7,7 @@
 #include "referee/referrals.h"
 #include "referee/referrers.h"
 #include "referee/report.h"
+#include "referee/reward.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,14 +19,18 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
-enum what { REFERRERS = 0, REFERRALS, DEAD, REPLAY, REPORT };
+enum what {
+    REFERRERS = 0, REFERRALS, DEAD, REPLAY, REPORT, REVIEW, APPROVE, REJECT
+};
 
 static const struct {
     const char *rest, *method;
 } routes[] = {
     [REFERRERS] = {"/referrers", "GET"}, [REFERRALS] = {"/referrals", "GET"},
     [DEAD] = {"/dead", "GET"},           [REPLAY] = {"/dead/replay", "POST"},
-    [REPORT] = {"/report", "GET"},
+    [REPORT] = {"/report", "GET"},       [REVIEW] = {"/review", "GET"},
+    /* "/review/{referral id}/approve" and ".../reject" */
+    [APPROVE] = {"/approve", "POST"},     [REJECT] = {"/reject", "POST"},
 };
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
@@ -45,7 +50,9 @@ struct work {
     struct rf_http_req *req;
     enum what what;
     char tenant[RF_TENANT_ID_MAX + 1];
-    uint64_t job;
+    uint64_t job;      /* dead letter (REPLAY), or referral (APPROVE...) */
+    char reason[201];  /* REJECT */
+    int jobs;          /* APPROVE: jobs added */
     unsigned status;
     const char *code; /* error code when status is not 200 */
     char *body;       /* JSON text, or the error message */
@@ -67,12 +74,31 @@ static int match(const char *path, const char **t, size_t *tlen)
         return -1;
     }
     *tlen = (size_t)(p - *t);
+    if (strncmp(p, "/review/", 8) == 0) {
+        size_t digits = strspn(p + 8, "0123456789");
+
+        if (digits == 0 || digits > 19) {
+            return -1;
+        }
+        p += 8 + digits;
+        return strcmp(p, "/approve") == 0  ? APPROVE
+               : strcmp(p, "/reject") == 0 ? REJECT
+                                           : -1;
+    }
     for (size_t i = 0; i < NROUTES; i++) {
-        if (strcmp(p, routes[i].rest) == 0) {
+        if (i != APPROVE && i != REJECT && strcmp(p, routes[i].rest) == 0) {
             return (int)i;
         }
     }
     return -1;
+}
+
+/* The referral id of "/admin/t/{tenant}/review/{id}/...". */
+static uint64_t review_id(const char *path)
+{
+    const char *p = strstr(path, "/review/");
+
+    return p ? strtoull(p + 8, NULL, 10) : 0;
 }
 
 /* Whether the request carries the token: hashes of both compared in
@@ -188,10 +214,62 @@ static int replay(struct work *w, cJSON **out)
                : RF_ENOMEM;
 }
 
+static int add_if_review(const cJSON *r, void *arg)
+{
+    const cJSON *status = cJSON_GetObjectItemCaseSensitive(r, "status");
+
+    if (cJSON_IsString(status) && strcmp(status->valuestring, "review") == 0) {
+        return add_copy(r, arg);
+    }
+    return 0;
+}
+
+static int decide_txn(MDB_txn *txn, void *ctx)
+{
+    struct work *w = ctx;
+    int64_t now = (int64_t)time(NULL) * 1000;
+
+    return w->what == APPROVE
+               ? rf_reward_approve(txn, w->a->st, w->tenant, w->job, now,
+                                   &w->jobs)
+               : rf_reward_reject(txn, w->a->st, w->tenant, w->job,
+                                  w->reason, now);
+}
+
+/* Approves or rejects a held reward, as `referee review` does. */
+static int decide(struct work *w, cJSON **out)
+{
+    int rc = rf_store_write(w->a->st, decide_txn, w);
+
+    if (rc == RF_ENOTFOUND || rc == RF_EINVAL) {
+        w->status = rc == RF_ENOTFOUND ? 404 : 409;
+        w->code = rc == RF_ENOTFOUND ? "referral_not_found"
+                                     : "not_waiting_for_review";
+        return 0;
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    *out = cJSON_CreateObject();
+    if (*out == NULL ||
+        !cJSON_AddNumberToObject(*out, "referral", (double)w->job) ||
+        !cJSON_AddStringToObject(*out, "status", w->what == APPROVE
+                                                     ? "rewarded"
+                                                     : "review_rejected") ||
+        (w->what == APPROVE &&
+         !cJSON_AddNumberToObject(*out, "jobs", (double)w->jobs))) {
+        return RF_ENOMEM;
+    }
+    return 0;
+}
+
 static int run(struct work *w, cJSON **out)
 {
     cJSON *arr;
 
+    if (w->what == APPROVE || w->what == REJECT) {
+        return decide(w, out);
+    }
     if (w->what == REPORT) {
         return rf_report_compute(w->a->st, w->tenant, (int64_t)time(NULL), out);
     }
@@ -208,6 +286,19 @@ static int run(struct work *w, cJSON **out)
     }
     if (w->what == REFERRALS) {
         return list(w, "referrals", *out, rf_referrals_each);
+    }
+    if (w->what == REVIEW) {
+        MDB_txn *txn = NULL;
+        int rc;
+
+        arr = cJSON_AddArrayToObject(*out, "review");
+        rc = arr ? rf_store_read_begin(w->a->st, &txn) : RF_ENOMEM;
+        if (rc == 0) {
+            rc = rf_referrals_each(txn, w->a->st, w->tenant, add_if_review,
+                                   arr);
+            rf_store_read_end(w->a->st, txn);
+        }
+        return rc;
     }
     arr = cJSON_AddArrayToObject(*out, "dead");
     return arr ? rf_outbox_each(w->a->st, w->tenant, RF_JOB_DEAD, add_job, arr)
@@ -253,7 +344,12 @@ static void after_work(uv_work_t *uw, int status)
     } else if (w->status == 200) {
         rf_http_respond_json(w->req, 200, w->body, strlen(w->body));
     } else if (w->status == 404) {
-        rf_http_respond_error(w->req, 404, w->code, "no such dead letter");
+        rf_http_respond_error(w->req, 404, w->code, "%s",
+                              w->what == REPLAY ? "no such dead letter"
+                                                : "no such referral");
+    } else if (w->status == 409) {
+        rf_http_respond_error(w->req, 409, w->code,
+                              "the referral is not waiting for review");
     } else {
         rf_log_error("admin", RF_F("tenant", w->tenant), "request failed: %s",
                      w->body ? w->body : w->code);
@@ -265,6 +361,23 @@ static void after_work(uv_work_t *uw, int status)
     if (a->stopped && a->works == 0) {
         admin_free(a);
     }
+}
+
+/* {"reason": "..."} of a rejection. Returns 0 or -1. */
+static int read_reason(struct rf_http_req *req, char *out, size_t n)
+{
+    size_t len;
+    const char *body = rf_http_body(req, &len);
+    cJSON *j = body ? cJSON_ParseWithLength(body, len) : NULL;
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(j, "reason");
+    int ok = cJSON_IsString(r) && r->valuestring[0] &&
+             strlen(r->valuestring) < n;
+
+    if (ok) {
+        snprintf(out, n, "%s", r->valuestring);
+    }
+    cJSON_Delete(j);
+    return ok ? 0 : -1;
 }
 
 static void on_request(struct rf_http_req *req, void *arg)
@@ -289,6 +402,16 @@ static void on_request(struct rf_http_req *req, void *arg)
         free(w);
         rf_http_respond_error(req, 400, "invalid_job",
                               "job is a dead letter's id (a number)");
+        return;
+    }
+    if (r == APPROVE || r == REJECT) {
+        w->job = review_id(rf_http_path(req));
+    }
+    if (r == REJECT && read_reason(req, w->reason, sizeof(w->reason)) != 0) {
+        free(w);
+        rf_http_respond_error(req, 400, "reason_required",
+                              "send {\"reason\": \"...\"}: a rejection keeps "
+                              "its reason (1 to 200 characters)");
         return;
     }
     w->w.data = w;

@@ -8,8 +8,10 @@ clawback sent as a signed webhook."""
 import base64
 import hashlib
 import hmac
+import http.client
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -102,13 +104,17 @@ class RewardsTest(DaemonTestCase):
         self.srv.server_close()
         self.sim.watch.stop()
 
-    def start(self):
+    def start(self, admin_token=None):
         lua = TENANT % {
             "gc": self.gc.server_address[1], "key": API_KEY,
             "hook_secret": HOOK_SECRET, "cid": CLIENT[0],
             "csecret": CLIENT[1], "rtoken": CLIENT[2], "sim": self.sim_port}
-        config = 'return { plugins = { "%s" } }\n' % os.path.join(
-            SOURCE_DIR, "scripts", "plugins")
+        admin = ""
+        if admin_token:
+            admin = ', admin = { listen = "127.0.0.1:0", token = "%s" }' % (
+                admin_token)
+        config = 'return { plugins = { "%s" }%s }\n' % (os.path.join(
+            SOURCE_DIR, "scripts", "plugins"), admin)
         d = self.daemon(start=False, tenants=(), port=free_port(),
                         extra_tenants={"acme": lua}, config=config)
         d.start()
@@ -277,6 +283,57 @@ class RewardsTest(DaemonTestCase):
         self.assertEqual(self.audit(d, b)[-2:],
                          ["review_requested", "rejected_in_review"])
         self.assertEqual(self.cli_json(d, "review"), [])
+
+    def test_review_through_the_admin_api(self):
+        token = "admin-token-for-the-review-test"
+        d = self.start(admin_token=token)
+        port = int(d.wait_log(re.compile(
+            r"mod=admin addr=127\.0\.0\.1:(\d+) "), scale(5)).group(1))
+
+        def admin(method, path, body=None, auth=token):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            headers = {"Content-Type": "application/json"}
+            if auth:
+                headers["Authorization"] = "Bearer " + auth
+            conn.request(method, "/admin/t/acme" + path,
+                         json.dumps(body).encode() if body is not None
+                         else None, headers)
+            r = conn.getresponse()
+            doc = json.loads(r.read())
+            conn.close()
+            return r.status, doc
+
+        a = self.refer(d, "review-a@example.com")
+        b = self.refer(d, "review-b@example.com")
+        self.set_leads(d, [a, b], "Qualified")
+        wait_until(lambda: len(admin("GET", "/review")[1]["review"]) == 2,
+                   scale(20), "two held for review", interval=0.2)
+        self.assertEqual(admin("GET", "/review", auth="wrong")[0], 401)
+        status, doc = admin("POST", "/review/%d/approve" % a)
+        self.assertEqual((status, doc), (200, {"referral": a,
+                                               "status": "rewarded",
+                                               "jobs": 2}))
+        status, doc = admin("POST", "/review/%d/reject" % b, {})
+        self.assertEqual((status, doc["error"]["code"]),
+                         (400, "reason_required"))
+        status, doc = admin("POST", "/review/%d/reject" % b,
+                            {"reason": "same household"})
+        self.assertEqual((status, doc["status"]), (200, "review_rejected"))
+        status, doc = admin("POST", "/review/%d/approve" % b)
+        self.assertEqual((status, doc["error"]["code"]),
+                         (409, "not_waiting_for_review"))
+        status, doc = admin("POST", "/review/999/approve")
+        self.assertEqual((status, doc["error"]["code"]),
+                         (404, "referral_not_found"))
+        self.assertEqual(admin("GET", "/review/%d/approve" % a)[0], 405)
+        wait_until(lambda: len(self.referral(d, a).get("rewards", [])) == 2,
+                   scale(20), "approved rewards paid", interval=0.2)
+        self.assertEqual(self.paid_keys(),
+                         ["reward:%d:friend_giftcard" % a,
+                          "reward:%d:referrer_giftcard" % a])
+        self.assertEqual(self.referral(d, b)["review_rejection"],
+                         "same household")
+        self.assertEqual(admin("GET", "/review")[1]["review"], [])
 
     def test_hold_days_delay_the_payout(self):
         d = self.start()
