@@ -2,6 +2,7 @@
  * decide and store in one write transaction. */
 #include "referee/capture.h"
 #include "referee/error.h"
+#include "referee/json_check.h"
 #include "referee/log.h"
 #include "referee/referrals.h"
 #include "referee/script_api.h"
@@ -164,8 +165,44 @@ static int person_ok(const cJSON *p)
             (cJSON_IsString(f) && strlen(f->valuestring) > VALUE_MAX)) {
             return 0;
         }
+        /* A name given twice would let the rules check one value and the
+         * CRM receive the other. */
+        for (const cJSON *g = p->child; g != f; g = g->next) {
+            if (strcmp(g->string, f->string) == 0) {
+                return 0;
+            }
+        }
     }
     return 1;
+}
+
+/* People type spaces around addresses: the stored email is trimmed. */
+static void trim_email(cJSON *person)
+{
+    cJSON *e = cJSON_GetObjectItemCaseSensitive(person, "email");
+    const char *s, *end;
+    char *t;
+
+    if (!cJSON_IsString(e)) {
+        return;
+    }
+    s = e->valuestring;
+    while (*s == ' ' || *s == '\t') {
+        s++;
+    }
+    end = s + strlen(s);
+    while (end > s && (end[-1] == ' ' || end[-1] == '\t')) {
+        end--;
+    }
+    if (s == e->valuestring && *end == '\0') {
+        return;
+    }
+    t = strndup(s, (size_t)(end - s));
+    if (t != NULL) {
+        cJSON_ReplaceItemInObjectCaseSensitive(person, "email",
+                                               cJSON_CreateString(t));
+        free(t);
+    }
 }
 
 static int is_form(struct rf_http_req *req)
@@ -332,7 +369,8 @@ void rf_capture_handle(struct rf_capture *c, struct rf_http_req *req,
     }
     if (is_form(req)) {
         parsed = rf_form_decode(body, len);
-    } else {
+    } else if (rf_json_check(body, len, RF_API_JSON_DEPTH_MAX, NULL) == 0) {
+        /* Strict JSON in strict UTF-8 only, as at webhook intake. */
         parsed = rf_api_parse_json(body, len, err, sizeof(err));
     }
     if (parsed == NULL || from_json(parsed, j) != 0 ||
@@ -340,13 +378,15 @@ void rf_capture_handle(struct rf_capture *c, struct rf_http_req *req,
         cJSON_Delete(parsed);
         free_job(j);
         rf_http_respond_error(req, 400, "invalid_body",
-                              "expected a JSON object or a form with the "
-                              "referred person's fields (at most %d, each "
-                              "at most %d bytes) and a code",
+                              "expected strict JSON (an object) or a form "
+                              "with the referred person's fields (at most "
+                              "%d, each named once, at most %d bytes) and a "
+                              "code",
                               FIELDS_MAX, VALUE_MAX);
         return;
     }
     cJSON_Delete(parsed);
+    trim_email(j->person);
     j->c = c;
     j->req = req;
     j->store = c->in->store;

@@ -32,7 +32,10 @@ int rf_email_fold(const char *email, char out[RF_EMAIL_MAX + 1])
     for (const char *p = email; *p; p++) {
         unsigned char c = (unsigned char)*p;
 
-        if (c <= ' ' || c == 0x7f || c == '"' || c == '(' || c == ')' ||
+        /* ASCII only: look-alike and invisible characters would let one
+         * person pass for another (an international domain is written in
+         * its xn-- form). */
+        if (c <= ' ' || c >= 0x7f || c == '"' || c == '(' || c == ')' ||
             c == ',' || c == ':' || c == ';' || c == '<' || c == '>' ||
             c == '[' || c == '\\' || c == ']') {
             return RF_EINVAL;
@@ -43,7 +46,7 @@ int rf_email_fold(const char *email, char out[RF_EMAIL_MAX + 1])
             in_tag = 1;
         }
         if (!in_tag) {
-            out[o++] = (char)(c < 0x80 ? tolower(c) : c);
+            out[o++] = (char)tolower(c);
         }
     }
     out[o] = '\0';
@@ -167,7 +170,7 @@ static int decide(MDB_txn *txn, const struct rf_store *st,
     cJSON *referrer = NULL;
     int rc;
 
-    if (str(in->person, "email") == NULL) {
+    if (cJSON_GetObjectItemCaseSensitive(in->person, "email") == NULL) {
         snprintf(out->reason, sizeof(out->reason), RF_REFUSE_MISSING_EMAIL);
         return 0;
     }

@@ -169,6 +169,28 @@ class ReferralsTest(DaemonTestCase):
                 self.assertEqual(r.error_code(), code)
             else:
                 self.assertEqual(r.json()["status"], "accepted")
+        # Ways around the rules are refused: a name given twice (the rules
+        # would check one email and the CRM get the other), invalid UTF-8,
+        # look-alike or invisible characters; spaces around are trimmed.
+        r = d.request("POST", "/t/acme/referrals",
+                      b'{"code":"%s","person":{"email":"dk@example.com",'
+                      b'"email":"%s"}}' % (ana["code"].encode(),
+                                           ana["email"].encode()),
+                      {"Content-Type": "application/json"})
+        self.assertEqual((r.status, r.error_code()), (400, "invalid_body"))
+        r = d.request("POST", "/t/acme/referrals",
+                      b'{"code":"%s","email":"u\xff@example.com"}'
+                      % ana["code"].encode(),
+                      {"Content-Type": "application/json"})
+        self.assertEqual((r.status, r.error_code()), (400, "invalid_body"))
+        r = self.post(d, {"code": ana["code"],
+                          "email": ana["email"] + "\u200b"})
+        self.assertEqual((r.status, r.error_code()), (422, "invalid_email"))
+        r = self.post(d, {"code": ana["code"], "email": 123})
+        self.assertEqual((r.status, r.error_code()), (422, "invalid_email"))
+        r = self.post(d, {"code": ana["code"],
+                          "email": "  trimmed@example.com "})
+        self.assertEqual(r.status, 201, r.body)
         # A form post, as a landing page sends it.
         r = self.post(d, {"code": bo["code"], "email": "sam@example.com",
                           "first_name": "Sam"}, form=True)
@@ -186,7 +208,7 @@ class ReferralsTest(DaemonTestCase):
                        for r in rs.values()) and rs
         wait_until(settled, scale(20), "referrals settled", interval=0.2)
         rs = self.referrals(d)
-        self.assertEqual(len(rs), 10)
+        self.assertEqual(len(rs), 13)
         by_email = {r["person"].get("email"): r for r in rs.values()}
         kim = by_email["kim@example.com"]
         self.assertEqual(kim["status"], "in_crm")
@@ -207,8 +229,10 @@ class ReferralsTest(DaemonTestCase):
         self.assertEqual(sorted(r["reason"] for r in rs.values()
                                 if r["status"] == "refused"),
                          ["duplicate_person", "existing_customer",
-                          "invalid_code", "invalid_email", "missing_email",
+                          "invalid_code", "invalid_email", "invalid_email",
+                          "invalid_email", "missing_email",
                           "self_referral", "unknown_referrer"])
+        self.assertEqual(by_email["trimmed@example.com"]["status"], "in_crm")
 
     def test_codes_are_written_back_to_the_contacts(self):
         d = self.start()
