@@ -64,6 +64,23 @@ static int open_ro(const char *cmd, const char *data, struct rf_store **st)
 
 /* --- referrers list ----------------------------------------------------- */
 
+/* A field for the text tables: control characters (a line break inside a
+ * stored email, say) shown as '?', so that one row stays one line. Uses
+ * one of four rotating buffers, enough for a row. */
+static const char *cell(const char *s)
+{
+    static char bufs[4][256];
+    static int next;
+    char *b = bufs[next++ % 4];
+    size_t i = 0;
+
+    for (; s && *s && i < sizeof(bufs[0]) - 1; s++) {
+        b[i++] = (unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s;
+    }
+    b[i] = '\0';
+    return b;
+}
+
 static const char *str(const cJSON *o, const char *name)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
@@ -85,8 +102,8 @@ static int print_referrer(const cJSON *r, void *arg)
         cJSON_free(line);
         return 0;
     }
-    printf("%-20s %-14s %-32s %s\n", str(r, "contact_id"), str(r, "code"),
-           str(r, "email"), str(r, "name"));
+    printf("%-20s %-14s %-32s %s\n", cell(str(r, "contact_id")),
+           cell(str(r, "code")), cell(str(r, "email")), cell(str(r, "name")));
     return 0;
 }
 
@@ -136,10 +153,11 @@ static int print_referral(const cJSON *r, void *arg)
         return 0;
     }
     printf("%-6.0f %-10s %-18s %-32s %s\n",
-           cJSON_GetObjectItem(r, "id")->valuedouble, status,
-           strcmp(status, "refused") == 0 ? str(r, "reason") : str(crm, "id"),
-           str(cJSON_GetObjectItemCaseSensitive(r, "person"), "email"),
-           str(r, "referrer"));
+           cJSON_GetObjectItem(r, "id")->valuedouble, cell(status),
+           cell(strcmp(status, "refused") == 0 ? str(r, "reason")
+                                               : str(crm, "id")),
+           cell(str(cJSON_GetObjectItemCaseSensitive(r, "person"), "email")),
+           cell(str(r, "referrer")));
     return 0;
 }
 

@@ -189,6 +189,9 @@ class ReferralsTest(DaemonTestCase):
         r = self.post(d, {"code": ana["code"], "email": 123})
         self.assertEqual((r.status, r.error_code()), (422, "invalid_email"))
         r = self.post(d, {"code": ana["code"],
+                          "email": "x@example.com\r\nBcc: y@example.com"})
+        self.assertEqual((r.status, r.error_code()), (422, "invalid_email"))
+        r = self.post(d, {"code": ana["code"],
                           "email": "  trimmed@example.com "})
         self.assertEqual(r.status, 201, r.body)
         # A form post, as a landing page sends it.
@@ -208,7 +211,11 @@ class ReferralsTest(DaemonTestCase):
                        for r in rs.values()) and rs
         wait_until(settled, scale(20), "referrals settled", interval=0.2)
         rs = self.referrals(d)
-        self.assertEqual(len(rs), 13)
+        self.assertEqual(len(rs), 14)
+        # The text table keeps one line per referral, whatever was posted.
+        out = run_cli("referrals", "list", "--data", d.data_dir, "--tenant",
+                      "acme")
+        self.assertEqual(len(out.stdout.splitlines()), 14 + 1)
         by_email = {r["person"].get("email"): r for r in rs.values()}
         kim = by_email["kim@example.com"]
         self.assertEqual(kim["status"], "in_crm")
@@ -230,7 +237,7 @@ class ReferralsTest(DaemonTestCase):
                                 if r["status"] == "refused"),
                          ["duplicate_person", "existing_customer",
                           "invalid_code", "invalid_email", "invalid_email",
-                          "invalid_email", "missing_email",
+                          "invalid_email", "invalid_email", "missing_email",
                           "self_referral", "unknown_referrer"])
         self.assertEqual(by_email["trimmed@example.com"]["status"], "in_crm")
 
