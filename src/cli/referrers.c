@@ -88,19 +88,67 @@ static const char *str(const cJSON *o, const char *name)
     return cJSON_IsString(v) ? v->valuestring : "";
 }
 
+/* Prints one JSON line. */
+static int print_json(const cJSON *v)
+{
+    char *line = cJSON_PrintUnformatted(v);
+
+    if (line == NULL) {
+        return RF_ENOMEM;
+    }
+    puts(line);
+    cJSON_free(line);
+    return 0;
+}
+
+/* The stores' ways of walking a tenant's records, in one shape. */
+typedef int (*each_fn)(MDB_txn *txn, const struct rf_store *st,
+                       const char *tenant,
+                       int (*fn)(const cJSON *v, void *arg), void *arg);
+
+static int audit_each(MDB_txn *txn, const struct rf_store *st,
+                      const char *tenant, int (*fn)(const cJSON *, void *),
+                      void *arg)
+{
+    return rf_audit_each(txn, st, tenant, 0, fn, arg);
+}
+
+/* `referee CMD list`: the tenant's records from `each`, printed by `row`
+ * (as JSON lines with --json, or when there is no table form), under
+ * `header` in the table form. */
+static int run_list(const char *cmd, int argc, char **argv, each_fn each,
+                    int (*row)(const cJSON *v, void *arg), const char *header)
+{
+    struct args a = {0};
+    struct rf_store *st = NULL;
+    MDB_txn *txn = NULL;
+    int rc = parse(cmd, "list", argc, argv, &a);
+
+    if (rc != 0 || (rc = open_ro(cmd, a.data, &st)) != 0) {
+        return rc;
+    }
+    rc = rf_store_read_begin(st, &txn);
+    if (rc == 0) {
+        if (!a.json && header != NULL) {
+            puts(header);
+        }
+        rc = each(txn, st, a.tenant, row, &a);
+        rf_store_read_end(st, txn);
+    }
+    rf_store_close(st);
+    if (rc != 0) {
+        fprintf(stderr, "referee %s: %s\n", cmd, rf_strerror(rc));
+        return 1;
+    }
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
 static int print_referrer(const cJSON *r, void *arg)
 {
     const struct args *a = arg;
-    char *line;
 
     if (a->json) {
-        line = cJSON_PrintUnformatted(r);
-        if (line == NULL) {
-            return RF_ENOMEM;
-        }
-        puts(line);
-        cJSON_free(line);
-        return 0;
+        return print_json(r);
     }
     printf("%-20s %-14s %-32s %s\n", cell(str(r, "contact_id")),
            cell(str(r, "code")), cell(str(r, "email")), cell(str(r, "name")));
@@ -109,48 +157,20 @@ static int print_referrer(const cJSON *r, void *arg)
 
 int rf_cli_referrers(int argc, char **argv)
 {
-    struct args a = {0};
-    struct rf_store *st = NULL;
-    MDB_txn *txn = NULL;
-    int rc = parse("referrers", "list", argc, argv, &a);
-
-    if (rc != 0 || (rc = open_ro("referrers", a.data, &st)) != 0) {
-        return rc;
-    }
-    rc = rf_store_read_begin(st, &txn);
-    if (rc == 0) {
-        if (!a.json) {
-            printf("%-20s %-14s %-32s %s\n", "CONTACT", "CODE", "EMAIL",
-                   "NAME");
-        }
-        rc = rf_referrers_each(txn, st, a.tenant, print_referrer, &a);
-        rf_store_read_end(st, txn);
-    }
-    rf_store_close(st);
-    if (rc != 0) {
-        fprintf(stderr, "referee referrers: %s\n", rf_strerror(rc));
-        return 1;
-    }
-    return fflush(stdout) == 0 ? 0 : 1;
+    return run_list("referrers", argc, argv, rf_referrers_each,
+                    print_referrer,
+                    "CONTACT              CODE           EMAIL"
+                    "                            NAME");
 }
-
-/* --- referrals list ----------------------------------------------------- */
 
 static int print_referral(const cJSON *r, void *arg)
 {
     const struct args *a = arg;
     const cJSON *crm = cJSON_GetObjectItemCaseSensitive(r, "crm");
     const char *status = str(r, "status");
-    char *line;
 
     if (a->json) {
-        line = cJSON_PrintUnformatted(r);
-        if (line == NULL) {
-            return RF_ENOMEM;
-        }
-        puts(line);
-        cJSON_free(line);
-        return 0;
+        return print_json(r);
     }
     printf("%-6.0f %-10s %-18s %-32s %s\n",
            cJSON_GetObjectItem(r, "id")->valuedouble, cell(status),
@@ -163,67 +183,21 @@ static int print_referral(const cJSON *r, void *arg)
 
 int rf_cli_referrals(int argc, char **argv)
 {
-    struct args a = {0};
-    struct rf_store *st = NULL;
-    MDB_txn *txn = NULL;
-    int rc = parse("referrals", "list", argc, argv, &a);
-
-    if (rc != 0 || (rc = open_ro("referrals", a.data, &st)) != 0) {
-        return rc;
-    }
-    rc = rf_store_read_begin(st, &txn);
-    if (rc == 0) {
-        if (!a.json) {
-            printf("%-6s %-10s %-18s %-32s %s\n", "ID", "STATUS",
-                   "REASON/CRM ID", "EMAIL", "REFERRER");
-        }
-        rc = rf_referrals_each(txn, st, a.tenant, print_referral, &a);
-        rf_store_read_end(st, txn);
-    }
-    rf_store_close(st);
-    if (rc != 0) {
-        fprintf(stderr, "referee referrals: %s\n", rf_strerror(rc));
-        return 1;
-    }
-    return fflush(stdout) == 0 ? 0 : 1;
+    return run_list("referrals", argc, argv, rf_referrals_each,
+                    print_referral,
+                    "ID     STATUS     REASON/CRM ID      EMAIL"
+                    "                            REFERRER");
 }
-
-/* --- audit list --------------------------------------------------------- */
 
 static int print_entry(const cJSON *e, void *arg)
 {
-    char *line = cJSON_PrintUnformatted(e);
-
     (void)arg;
-    if (line == NULL) {
-        return RF_ENOMEM;
-    }
-    puts(line);
-    cJSON_free(line);
-    return 0;
+    return print_json(e);
 }
 
 int rf_cli_audit(int argc, char **argv)
 {
-    struct args a = {0};
-    struct rf_store *st = NULL;
-    MDB_txn *txn = NULL;
-    int rc = parse("audit", "list", argc, argv, &a);
-
-    if (rc != 0 || (rc = open_ro("audit", a.data, &st)) != 0) {
-        return rc;
-    }
-    rc = rf_store_read_begin(st, &txn);
-    if (rc == 0) {
-        rc = rf_audit_each(txn, st, a.tenant, 0, print_entry, NULL);
-        rf_store_read_end(st, txn);
-    }
-    rf_store_close(st);
-    if (rc != 0) {
-        fprintf(stderr, "referee audit: %s\n", rf_strerror(rc));
-        return 1;
-    }
-    return fflush(stdout) == 0 ? 0 : 1;
+    return run_list("audit", argc, argv, audit_each, print_entry, NULL);
 }
 
 /* --- zoho status -------------------------------------------------------- */

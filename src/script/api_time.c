@@ -143,8 +143,9 @@ static int offset_minutes(lua_State *L, int idx)
     if (strcmp(s, "Z") == 0) {
         return 0;
     }
-    if (strlen(s) != 6 || (s[0] != '+' && s[0] != '-') || digits(s + 1, 2, &h) ||
-        s[3] != ':' || digits(s + 4, 2, &m) || h > 23 || m > 59) {
+    if (strlen(s) != 6 || (s[0] != '+' && s[0] != '-') ||
+        digits(s + 1, 2, &h) || s[3] != ':' || digits(s + 4, 2, &m) ||
+        h > 23 || m > 59) {
         return luaL_argerror(L, idx,
                              "offset like \"+05:30\", \"Z\" or minutes");
     }

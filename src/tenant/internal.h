@@ -9,8 +9,9 @@
 int rf__tenant_read_sources(struct rf_reader *r, struct rf_tenant *t);
 
 /* Reads the list `allowed_hosts` of the table at the top of r->L (whose
- * own path is `parent`, "" for the top) into allow[*nallow...] (room for RF_TENANT_HOSTS_MAX), advancing
- * *nallow. A missing field is no hosts. Returns 0 or RF_ECONFIG. */
+ * own path is `parent`, "" for the top) into allow[*nallow...] (room for
+ * RF_TENANT_HOSTS_MAX), advancing *nallow. A missing field is no hosts.
+ * Returns 0 or RF_ECONFIG. */
 int rf__tenant_read_hosts(struct rf_reader *r, const char *parent,
                           struct rf_http_allow *allow, size_t *nallow);
 

@@ -362,7 +362,8 @@ static int needs_run(MDB_txn *txn, struct rf_dispatch *d,
     o = cJSON_ParseWithLength(v.mv_data, v.mv_size);
     status = cJSON_GetObjectItemCaseSensitive(o, "status");
     version = cJSON_GetObjectItemCaseSensitive(o, "version");
-    run = cJSON_IsString(status) && strcmp(status->valuestring, "failed") == 0 &&
+    run = cJSON_IsString(status) &&
+          strcmp(status->valuestring, "failed") == 0 &&
           cJSON_IsString(version) &&
           strcmp(version->valuestring, t->version) != 0;
     cJSON_Delete(o);

@@ -16,6 +16,7 @@
 
 #define UPSERT_KIND "zoho.upsert"
 #define DCF_MAX 8
+#define DCF "duplicate_check_fields"
 
 struct rf_mapping {
     struct rf_engine *e;
@@ -86,8 +87,7 @@ static void set_str(cJSON *o, const char *name, const char *value)
 static char *payload_of(const struct change_job *c)
 {
     cJSON *p = cJSON_CreateObject();
-    const cJSON *dcf = cJSON_GetObjectItemCaseSensitive(c->answer,
-                                                        "duplicate_check_fields");
+    const cJSON *dcf = cJSON_GetObjectItemCaseSensitive(c->answer, DCF);
     char *text;
 
     if (p == NULL) {
@@ -100,7 +100,7 @@ static char *payload_of(const struct change_job *c)
                                               c->answer, "record"),
                                           1));
     if (cJSON_IsArray(dcf)) {
-        cJSON_AddItemToObject(p, "duplicate_check_fields",
+        cJSON_AddItemToObject(p, DCF,
                               cJSON_Duplicate(dcf, 1));
     }
     text = cJSON_PrintUnformatted(p);
@@ -265,8 +265,7 @@ static int answer_ok(const cJSON *v, char *err, size_t n)
     const cJSON *refuse = cJSON_GetObjectItemCaseSensitive(v, "refuse");
     const cJSON *module = cJSON_GetObjectItemCaseSensitive(v, "module");
     const cJSON *record = cJSON_GetObjectItemCaseSensitive(v, "record");
-    const cJSON *dcf = cJSON_GetObjectItemCaseSensitive(v,
-                                                        "duplicate_check_fields");
+    const cJSON *dcf = cJSON_GetObjectItemCaseSensitive(v, DCF);
 
     if (cJSON_IsString(refuse) && refuse->valuestring[0] &&
         strlen(refuse->valuestring) < 48) {
@@ -440,8 +439,7 @@ static void exec_upsert(const struct rf_job *job, struct rf_outbox_run *run,
     struct rf_mapping *m = arg;
     struct rf_zoho *z = rf_engine_zoho(m->e, job->tenant);
     cJSON *p = cJSON_Parse(job->payload), *records = NULL;
-    const cJSON *dcf = cJSON_GetObjectItemCaseSensitive(p,
-                                                        "duplicate_check_fields");
+    const cJSON *dcf = cJSON_GetObjectItemCaseSensitive(p, DCF);
     const char *fields[DCF_MAX];
     struct rf_zoho_write_opts o = {0};
     struct rf_job_outcome out = {RF_JOB_PERMANENT, -1, NULL, NULL};

@@ -443,8 +443,8 @@ static void test_registry_loaded(void **state)
     t = rf_tenant_find(ts, "broken", 6);
     assert_non_null(t);
     assert_non_null(t->error);
-    assert_non_null(strstr(t->error,
-                           "tenant.lua:3: setting 'sources.shop.id': expected"));
+    assert_non_null(strstr(
+        t->error, "tenant.lua:3: setting 'sources.shop.id': expected"));
     assert_null(rf_tenant_find(ts, "acm", 3));
     rf_tenants_free(ts);
 }
@@ -470,11 +470,12 @@ static void test_zoho_settings(void **state)
 
     (void)state;
     write_file("z0", "tenant.lua",
-               ZOHO_HEAD "    modules = { Leads = { 'Email' },\n"
-                         "                Contacts = { 'Email', 'Modified_Time' } },\n"
-                         "    notify = { url = 'https://h.example/t/z0/zoho/notify',\n"
-                         "               token = 'sixteen-chars-ok' },\n"
-                         "  },\n}\n");
+               ZOHO_HEAD
+               "    modules = { Leads = { 'Email' },\n"
+               "                Contacts = { 'Email', 'Modified_Time' } },\n"
+               "    notify = { url = 'https://h.example/t/z0/zoho/notify',\n"
+               "               token = 'sixteen-chars-ok' },\n"
+               "  },\n}\n");
     assert_int_equal(load("z0", &t, err), 0);
     assert_non_null(t->zoho);
     assert_int_equal(t->zoho->nmodules, 2);
@@ -508,7 +509,8 @@ static void test_zoho_settings_errors(void **state)
                  "(v2, v2.1, v3 ... v8)");
     expect_error("z4",
                  ZOHO_HEAD "    modules = { Contacts = { 'Email' },\n"
-                           "                contacts = { 'Email' } },\n  },\n}\n",
+                           "                contacts = { 'Email' } },\n"
+                           "  },\n}\n",
                  RF_ECONFIG, NULL);
     expect_error("z5",
                  ZOHO_HEAD "    modules = { Contacts = { 'Email' } },\n"
