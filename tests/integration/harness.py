@@ -456,10 +456,13 @@ class Daemon:
         return self.post(tenant, source, body, headers, conn)
 
     def refuses_connections(self):
-        """Whether a new TCP connection to the daemon's port is refused."""
+        """Whether a new TCP connection to the daemon's port is refused.
+        A connection reset during the handshake counts as refused: that is
+        what the kernel answers when the listening socket closes while the
+        connection is being set up (it was never accepted)."""
         try:
             socket.create_connection((HOST, self.port), timeout=2).close()
-        except ConnectionRefusedError:
+        except (ConnectionRefusedError, ConnectionResetError):
             return True
         return False
 
