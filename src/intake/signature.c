@@ -16,10 +16,78 @@
 /* Fetching the algorithm is a locked lookup; do it once per process. */
 static EVP_MAC *hmac_alg;
 static pthread_once_t hmac_once = PTHREAD_ONCE_INIT;
+static pthread_key_t keyed_slot;
+
+#define CACHED_KEY_MAX 64
+
+/* Each thread keeps one context with its key already set, because setting
+ * a key (a digest fetch by name and two hashed pads) costs more than
+ * hashing a whole webhook; a source's requests all use the same key. The
+ * key is kept to tell a change; freed when the thread ends. */
+struct keyed_ctx {
+    EVP_MAC_CTX *ctx;
+    size_t keylen;
+    unsigned char key[CACHED_KEY_MAX];
+};
+
+static void free_keyed(void *p)
+{
+    struct keyed_ctx *k = p;
+
+    EVP_MAC_CTX_free(k->ctx);
+    OPENSSL_cleanse(k->key, sizeof(k->key));
+    free(k);
+}
 
 static void fetch_hmac(void)
 {
     hmac_alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    if (pthread_key_create(&keyed_slot, free_keyed) != 0) {
+        EVP_MAC_free(hmac_alg);
+        hmac_alg = NULL;
+    }
+}
+
+/* A context ready for a message under key: the thread's cached one reset
+ * (EVP_MAC_init without a key keeps the key), or a new one when the key
+ * differs or is too long to keep. *owned says the caller frees it. */
+static EVP_MAC_CTX *keyed(const unsigned char *key, size_t keylen,
+                          int *owned)
+{
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string("digest", "SHA256", 0),
+        OSSL_PARAM_construct_end()};
+    struct keyed_ctx *k = pthread_getspecific(keyed_slot);
+    EVP_MAC_CTX *ctx;
+
+    *owned = 0;
+    if (k != NULL && k->keylen == keylen &&
+        CRYPTO_memcmp(k->key, key, keylen) == 0 &&
+        EVP_MAC_init(k->ctx, NULL, 0, NULL)) {
+        return k->ctx;
+    }
+    ctx = EVP_MAC_CTX_new(hmac_alg);
+    if (ctx == NULL || !EVP_MAC_init(ctx, key, keylen, params)) {
+        EVP_MAC_CTX_free(ctx);
+        return NULL;
+    }
+    if (keylen > CACHED_KEY_MAX) {
+        *owned = 1;
+        return ctx;
+    }
+    if (k == NULL) {
+        k = calloc(1, sizeof(*k));
+        if (k == NULL || pthread_setspecific(keyed_slot, k) != 0) {
+            free(k);
+            *owned = 1;
+            return ctx;
+        }
+    }
+    EVP_MAC_CTX_free(k->ctx);
+    k->ctx = ctx;
+    k->keylen = keylen;
+    memcpy(k->key, key, keylen);
+    return ctx;
 }
 
 /* Computes base64(HMAC-SHA256(key, id "." ts "." body)) into out. */
@@ -29,15 +97,14 @@ static int compute(const unsigned char *key, size_t keylen, const char *id,
 {
     unsigned char mac[EVP_MAX_MD_SIZE];
     size_t maclen = 0;
-    EVP_MAC_CTX *ctx;
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string("digest", "SHA256", 0),
-        OSSL_PARAM_construct_end()};
-    int rc = RF_EINVAL;
+    EVP_MAC_CTX *ctx = NULL;
+    int owned = 0, rc = RF_EINVAL;
 
     pthread_once(&hmac_once, fetch_hmac);
-    ctx = hmac_alg ? EVP_MAC_CTX_new(hmac_alg) : NULL;
-    if (ctx == NULL || !EVP_MAC_init(ctx, key, keylen, params) ||
+    if (hmac_alg != NULL) {
+        ctx = keyed(key, keylen, &owned);
+    }
+    if (ctx == NULL ||
         !EVP_MAC_update(ctx, (const unsigned char *)id, strlen(id)) ||
         !EVP_MAC_update(ctx, (const unsigned char *)".", 1) ||
         !EVP_MAC_update(ctx, (const unsigned char *)ts, strlen(ts)) ||
@@ -49,7 +116,10 @@ static int compute(const unsigned char *key, size_t keylen, const char *id,
     EVP_EncodeBlock((unsigned char *)out, mac, 32);
     rc = 0;
 out:
-    EVP_MAC_CTX_free(ctx);
+    if (owned) {
+        EVP_MAC_CTX_free(ctx);
+    }
+    OPENSSL_cleanse(mac, sizeof(mac));
     return rc;
 }
 

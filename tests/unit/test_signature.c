@@ -60,6 +60,40 @@ static void test_sign_matches_vector(void **state)
     assert_string_equal(out, good);
 }
 
+/* Each thread keeps the last key's context: signing under keys that take
+ * turns, one longer than the kept size and one a prefix of another, must
+ * give each key's own signature every time (vectors from Python's hmac). */
+static void test_keys_taking_turns(void **state)
+{
+    static const char *const want[] = {
+        "v1,frM35V2Z51bxs4v81I6TpLnscXkhXtKLP/7WPYVyj3A=",
+        "v1,8bpGvxva0GuhTsMBqD8+wRO+5L5hGLsY8eiuI3/NB5E=",
+        "v1,+uct94jV+On4rTGKP60G67FXKL9kWM1Q0vZtCRVnLsI="};
+    static const int order[] = {0, 1, 0, 2, 2, 1, 1, 0, 2};
+    unsigned char keys[3][80];
+    const size_t lens[3] = {32, 80, 31};
+    char out[RF_SIG_MAX];
+
+    for (int i = 0; i < 80; i++) {
+        keys[0][i] = (unsigned char)(i + 1);
+        keys[1][i] = (unsigned char)(i * 7);
+        keys[2][i] = (unsigned char)(i + 1);
+    }
+    for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+        int k = order[i];
+
+        assert_int_equal(rf_signature_sign(keys[k], lens[k], id, ts, body,
+                                           strlen(body), out),
+                         0);
+        assert_string_equal(out, want[k]);
+        /* The test key between them: the cache is switched every time. */
+        assert_int_equal(verify(good, body, ts, now), RF_SIG_OK);
+        assert_int_equal(rf_signature_verify(keys[k], lens[k], id, ts, good,
+                                             body, strlen(body), now, 300),
+                         RF_SIG_MISMATCH);
+    }
+}
+
 static void test_tampered_body(void **state)
 {
     assert_int_equal(verify(good, "{\"test\": 2432232315}", ts, now),
@@ -127,6 +161,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_good_signature),
         cmocka_unit_test(test_sign_matches_vector),
+        cmocka_unit_test(test_keys_taking_turns),
         cmocka_unit_test(test_tampered_body),
         cmocka_unit_test(test_tampered_signature),
         cmocka_unit_test(test_expired_and_future),
