@@ -37,6 +37,15 @@ int rf_cli_report(int argc, char **argv);
 /* `referee zoho status --data DIR --tenant ID` */
 int rf_cli_zoho(int argc, char **argv);
 
+/* Opens the store in `data` for command `cmd`: read-only, or writable
+ * without ever creating one. With `tenant`, the tenant must have been
+ * loaded by a daemon using this store, so that a mistyped id is an error
+ * rather than an empty answer. On failure prints one line naming the cause
+ * (and the tenants there) and returns 1; else 0 and *st is the caller's. */
+struct rf_store;
+int rf_cli_open_store(const char *cmd, const char *data, const char *tenant,
+                      int writable, struct rf_store **st);
+
 /* Prints a one-line usage error for `cmd` and returns 2. */
 int rf_cli_usage_error(const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

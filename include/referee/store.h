@@ -45,7 +45,10 @@ enum rf_db {
 
 enum rf_store_flags {
     RF_STORE_RDONLY = 1 << 0, /* open read-only; no schema record written */
-    RF_STORE_NOSYNC = 1 << 1  /* skip fsync on commit (MDB_NOSYNC) */
+    RF_STORE_NOSYNC = 1 << 1, /* skip fsync on commit (MDB_NOSYNC) */
+    RF_STORE_EXISTING = 1 << 2 /* writable, but never create a store: the
+                                  command line must not make one in a
+                                  mistyped --data directory */
 };
 
 struct rf_store;
@@ -54,7 +57,7 @@ struct rf_store;
  * `map_size` is the initial map size in bytes (0: 64 MiB). Clears stale
  * reader slots. On failure writes a sentence into `err` and returns
  * RF_ESCHEMA (written by an incompatible version), RF_ENOTFOUND (read-only
- * and no store there), RF_ESTORE or -errno. On success *out is the caller's;
+ * or RF_STORE_EXISTING, and no store there), RF_ESTORE or -errno. On success *out is the caller's;
  * free with rf_store_close(). Call from one thread. */
 int rf_store_open(const char *dir, unsigned flags, size_t map_size,
                   struct rf_store **out, char *err, size_t errlen);
@@ -101,6 +104,22 @@ size_t rf_store_map_size(const struct rf_store *st);
 /* Maps an LMDB return code to ours: MDB_NOTFOUND to RF_ENOTFOUND,
  * MDB_MAP_FULL to RF_EMAPFULL, anything else non-zero to RF_ESTORE. */
 int rf_store_rc(int mrc);
+
+/* Tenants the daemon has loaded, remembered so that the command line can
+ * tell a mistyped --tenant from a tenant with no data yet. */
+
+/* Records that tenant `id` was loaded (the first time is kept). */
+int rf_store_note_tenant(MDB_txn *txn, const struct rf_store *st,
+                         const char *id, int64_t now_ms);
+
+/* Whether tenant `id` was ever loaded with this store: 1, 0, or an RF_E*
+ * code. */
+int rf_store_tenant_known(struct rf_store *st, const char *id);
+
+/* Calls fn with each tenant id ever loaded, in order, until it returns
+ * non-zero. Returns 0, fn's value or an RF_E* code. */
+int rf_store_each_tenant(struct rf_store *st,
+                         int (*fn)(const char *id, void *arg), void *arg);
 
 /* Big-endian helpers for keys that sort numerically. */
 void rf_store_put_be64(unsigned char *p, uint64_t v);

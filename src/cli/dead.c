@@ -43,7 +43,6 @@ int rf_cli_dead(int argc, char **argv)
     const char *data = NULL, *tenant = NULL, *v, *job = NULL;
     struct rf_store *st = NULL;
     uint64_t id = 0;
-    char err[512];
     int bad = 0, replay, rc;
     long n;
 
@@ -71,27 +70,24 @@ int rf_cli_dead(int argc, char **argv)
     if (job && (id = strtoull(job, NULL, 10)) == 0) {
         return rf_cli_usage_error("dead", "JOB is a job id (a number)");
     }
-    rc = rf_store_open(data, replay ? 0 : RF_STORE_RDONLY, 0, &st, err,
-                       sizeof(err));
-    if (rc != 0) {
-        fprintf(stderr, "referee dead: %s: %s\n", data, err);
+    if (rf_cli_open_store("dead", data, tenant, replay, &st) != 0) {
         return 1;
     }
     if (replay) {
         n = rf_outbox_replay(st, tenant, id);
-        if (n >= 0) {
-            printf("replayed %ld dead letters; the daemon runs them within "
-                   "a second\n",
-                   n);
-        }
         rc = n < 0 ? (int)n : (id && n == 0 ? RF_ENOTFOUND : 0);
+        if (rc == 0) {
+            printf("replayed %ld dead letter%s%s\n", n, n == 1 ? "" : "s",
+                   n ? "; a running daemon runs them within a second" : "");
+        }
     } else {
         rc = rf_outbox_each(st, tenant, RF_JOB_DEAD, print_job, NULL);
     }
     rf_store_close(st);
     if (rc != 0) {
         fprintf(stderr, "referee dead: %s\n",
-                rc == RF_ENOTFOUND ? "no such dead letter" : rf_strerror(rc));
+                rc == RF_ENOTFOUND ? "no such dead letter for this tenant"
+                                   : rf_strerror(rc));
         return 1;
     }
     return 0;

@@ -63,11 +63,9 @@ static int list(const char *data, const char *tenant, uint64_t since)
 {
     struct rf_store *st = NULL;
     struct list_ctx ctx = {NULL, tenant};
-    char err[512];
-    int rc = rf_store_open(data, RF_STORE_RDONLY, 0, &st, err, sizeof(err));
+    int rc;
 
-    if (rc != 0) {
-        fprintf(stderr, "referee events: %s: %s\n", data, err);
+    if (rf_cli_open_store("events", data, tenant, 0, &st) != 0) {
         return 1;
     }
     ctx.st = st;

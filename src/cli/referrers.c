@@ -50,18 +50,6 @@ static int parse(const char *cmd, const char *sub, int argc, char **argv,
     return 0;
 }
 
-static int open_ro(const char *cmd, const char *data, struct rf_store **st)
-{
-    char err[512];
-    int rc = rf_store_open(data, RF_STORE_RDONLY, 0, st, err, sizeof(err));
-
-    if (rc != 0) {
-        fprintf(stderr, "referee %s: %s: %s\n", cmd, data, err);
-        return 1;
-    }
-    return 0;
-}
-
 /* --- referrers list ----------------------------------------------------- */
 
 /* A field for the text tables: control characters (a line break inside a
@@ -124,7 +112,7 @@ static int run_list(const char *cmd, int argc, char **argv, each_fn each,
     MDB_txn *txn = NULL;
     int rc = parse(cmd, "list", argc, argv, &a);
 
-    if (rc != 0 || (rc = open_ro(cmd, a.data, &st)) != 0) {
+    if (rc != 0 || (rc = rf_cli_open_store(cmd, a.data, a.tenant, 0, &st)) != 0) {
         return rc;
     }
     rc = rf_store_read_begin(st, &txn);
@@ -334,7 +322,7 @@ int rf_cli_zoho(int argc, char **argv)
     char *text;
     int rc = parse("zoho", "status", argc, argv, &a);
 
-    if (rc != 0 || (rc = open_ro("zoho", a.data, &st)) != 0) {
+    if (rc != 0 || (rc = rf_cli_open_store("zoho", a.data, a.tenant, 0, &st)) != 0) {
         return rc;
     }
     out = cJSON_CreateObject();

@@ -67,15 +67,12 @@ int rf_cli_report(int argc, char **argv)
     enum format fmt = TEXT;
     struct rf_store *st = NULL;
     cJSON *report = NULL;
-    char err[512];
     int rc = parse(argc, argv, &data, &tenant, &fmt);
 
     if (rc != 0) {
         return rc;
     }
-    rc = rf_store_open(data, RF_STORE_RDONLY, 0, &st, err, sizeof(err));
-    if (rc != 0) {
-        fprintf(stderr, "referee report: %s: %s\n", data, err);
+    if (rf_cli_open_store("report", data, tenant, 0, &st) != 0) {
         return 1;
     }
     rc = rf_report_compute(st, tenant, (int64_t)time(NULL), &report);

@@ -98,11 +98,9 @@ static int list(const struct args *a)
 {
     struct rf_store *st = NULL;
     MDB_txn *txn = NULL;
-    char err[512];
-    int rc = rf_store_open(a->data, RF_STORE_RDONLY, 0, &st, err, sizeof(err));
+    int rc;
 
-    if (rc != 0) {
-        fprintf(stderr, "referee review: %s: %s\n", a->data, err);
+    if (rf_cli_open_store("review", a->data, a->tenant, 0, &st) != 0) {
         return 1;
     }
     rc = rf_store_read_begin(st, &txn);
@@ -143,7 +141,6 @@ static int write_txn(MDB_txn *txn, void *ctx)
 static int decide(const struct args *a, int approve)
 {
     struct decision d = {a->tenant, a->reason, 0, approve, 0, NULL};
-    char err[512];
     int rc;
 
     d.id = a->referral ? strtoull(a->referral, NULL, 10) : 0;
@@ -158,9 +155,7 @@ static int decide(const struct args *a, int approve)
                                   "most %d bytes)",
                                   REASON_MAX);
     }
-    rc = rf_store_open(a->data, 0, 0, &d.st, err, sizeof(err));
-    if (rc != 0) {
-        fprintf(stderr, "referee review: %s: %s\n", a->data, err);
+    if (rf_cli_open_store("review", a->data, a->tenant, 1, &d.st) != 0) {
         return 1;
     }
     rc = rf_store_write(d.st, write_txn, &d);

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define HEARTBEAT_MS 100
 #define DRAIN_POLL_MS 20
@@ -362,6 +363,36 @@ static void on_request(struct rf_http_req *req, void *arg)
     rf_http_respond_error(req, 404, "not_found", "no such endpoint");
 }
 
+/* --- tenants the store has seen --------------------------------------- */
+
+static int note_tenants_txn(MDB_txn *txn, void *ctx)
+{
+    struct daemon *d = ctx;
+    struct timespec ts;
+    int64_t now;
+    int rc = 0;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    for (size_t i = 0; rc == 0 && i < d->tenants->n; i++) {
+        rc = rf_store_note_tenant(txn, d->store, d->tenants->v[i].id, now);
+    }
+    return rc;
+}
+
+/* Records the loaded tenants in the store, for the command line's
+ * "unknown tenant" check. A short transaction on the loop thread; LMDB
+ * queues it behind the writer thread's commit, if one is running. */
+static void note_tenants(struct daemon *d)
+{
+    int rc = rf_store_write(d->store, note_tenants_txn, d);
+
+    if (rc != 0) {
+        rf_log_warn("store", RF_NOF, "cannot record the tenants: %s",
+                    rf_strerror(rc));
+    }
+}
+
 /* --- heartbeat, reload and stop ---------------------------------------- */
 
 static void on_heartbeat(uv_timer_t *t)
@@ -401,6 +432,7 @@ static void reload_tenants(struct daemon *d)
         return;
     }
     rf_log_info("tenant", RF_NOF, "reloaded %zu tenants", d->tenants->n);
+    note_tenants(d);
     (void)rf_runtime_reload(d->runtime, NULL, on_runtime_reloaded, d);
 }
 
@@ -437,6 +469,7 @@ static void on_tenant_changed(const char *id, void *arg)
         return;
     }
     rf_log_info("tenant", RF_F("tenant", id), "files changed; reloading");
+    note_tenants(d);
     (void)rf_runtime_reload(d->runtime, id, on_runtime_reloaded, d);
 }
 
@@ -640,6 +673,7 @@ static int start_parts(struct daemon *d)
                      "cannot read tenants directory: %s", rf_strerror(rc));
         return rc;
     }
+    note_tenants(d);
     d->writer = rf_writer_start(&d->loop, d->store, cfg->commit, 0);
     if (d->writer == NULL) {
         return RF_ENOMEM;

@@ -163,6 +163,16 @@ static int open_env(struct rf_store *st, const char *dir, char *err,
 
     if (st->flags & RF_STORE_RDONLY) {
         eflags |= MDB_RDONLY;
+    } else if (st->flags & RF_STORE_EXISTING) {
+        char path[4096];
+        struct stat sb;
+
+        snprintf(path, sizeof(path), "%s/data.mdb", dir);
+        if (stat(path, &sb) != 0) {
+            snprintf(err, errlen, "no store in %s (the daemon creates it "
+                     "at its first start)", dir);
+            return RF_ENOTFOUND;
+        }
     } else if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
         snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
         return -errno;

@@ -81,6 +81,33 @@ class AdminTest(DaemonTestCase):
         self.assertEqual(res.status, 200, res)
         return res.json()
 
+    # -- the command line's store and tenant checks ---------------------
+
+    def test_cli_names_an_unknown_tenant(self):
+        for args in (["report"], ["review", "list"], ["referrals", "list"],
+                     ["referrers", "list"], ["audit", "list"],
+                     ["dead", "list"], ["dead", "replay"],
+                     ["events", "list"], ["zoho", "status"],
+                     ["review", "approve", "1"]):
+            res = run_cli(*args, "--data", self.d.data_dir, "--tenant", "shpo")
+            self.assertEqual(res.returncode, 1, (args, res))
+            self.assertEqual(res.stdout, b"", args)
+            self.assertIn(b"no tenant 'shpo' in %s (tenants there: shop, "
+                          b"tight)" % self.d.data_dir.encode(), res.stderr, args)
+        res = run_cli("report", "--data", self.d.data_dir, "--tenant", "shop")
+        self.assertEqual(res.returncode, 0, res)
+
+    def test_cli_never_creates_a_store(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            missing = os.path.join(tmp, "typo")
+            for args in (["review", "approve", "1"],
+                         ["review", "reject", "1", "--reason", "no"],
+                         ["dead", "replay"], ["report"]):
+                res = run_cli(*args, "--data", missing, "--tenant", "shop")
+                self.assertEqual(res.returncode, 1, (args, res))
+                self.assertIn(missing.encode(), res.stderr, args)
+                self.assertFalse(os.path.exists(missing), args)
+
     # -- sign-ups -------------------------------------------------------
 
     def test_join_new_repeated_and_invalid(self):
