@@ -103,8 +103,20 @@ int rf_reward_approve(MDB_txn *txn, const struct rf_store *st,
                       const char *tenant, uint64_t id, int64_t at_ms,
                       int *jobs);
 
+/* The most characters a review rejection's reason may have. */
+#define RF_REVIEW_REASON_MAX 200
+/* Bytes a reason may take: four per character, and the NUL. */
+#define RF_REVIEW_REASON_BYTES (RF_REVIEW_REASON_MAX * 4 + 1)
+
+/* Whether `reason` may be kept with a rejection, the one rule of the
+ * command line and the admin API: 1 to RF_REVIEW_REASON_MAX characters of
+ * UTF-8 with no control characters. Returns 0, or a sentence saying what
+ * is wrong. */
+const char *rf_review_reason_problem(const char *reason);
+
 /* Inside a write transaction: rejects held referral `id` with `reason`
- * (kept). Returns as rf_reward_approve(). */
+ * (kept). Returns as rf_reward_approve(), or RF_ETOOBIG when the reason
+ * fails rf_review_reason_problem(). */
 int rf_reward_reject(MDB_txn *txn, const struct rf_store *st,
                      const char *tenant, uint64_t id, const char *reason,
                      int64_t at_ms);

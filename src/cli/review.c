@@ -15,7 +15,6 @@
 
 #include <cjson/cJSON.h>
 
-#define REASON_MAX 300
 
 struct args {
     const char *data, *tenant, *reason, *referral;
@@ -148,12 +147,12 @@ static int decide(const struct args *a, int approve)
         return rf_cli_usage_error("review", "REFERRAL is a referral id (a "
                                             "number)");
     }
-    if (!approve && (a->reason == NULL || !a->reason[0] ||
-                     strlen(a->reason) > REASON_MAX)) {
-        return rf_cli_usage_error("review",
-                                  "reject needs --reason TEXT (at "
-                                  "most %d bytes)",
-                                  REASON_MAX);
+    if (!approve && a->reason == NULL) {
+        return rf_cli_usage_error("review", "reject needs --reason TEXT");
+    }
+    if (!approve && rf_review_reason_problem(a->reason) != NULL) {
+        return rf_cli_usage_error("review", "--reason: %s",
+                                  rf_review_reason_problem(a->reason));
     }
     if (rf_cli_open_store("review", a->data, a->tenant, 1, &d.st) != 0) {
         return 1;

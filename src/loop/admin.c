@@ -51,7 +51,7 @@ struct work {
     enum what what;
     char tenant[RF_TENANT_ID_MAX + 1];
     uint64_t job;      /* dead letter (REPLAY), or referral (APPROVE...) */
-    char reason[201];  /* REJECT */
+    char reason[RF_REVIEW_REASON_BYTES]; /* REJECT */
     int jobs;          /* APPROVE: jobs added */
     unsigned status;
     const char *code; /* error code when status is not 200 */
@@ -364,20 +364,37 @@ static void after_work(uv_work_t *uw, int status)
 }
 
 /* {"reason": "..."} of a rejection. Returns 0 or -1. */
+/* Reads {"reason": "..."} into out; answers 400 and returns -1 when the
+ * body is not that, or the reason breaks the review rule. */
 static int read_reason(struct rf_http_req *req, char *out, size_t n)
 {
     size_t len;
     const char *body = rf_http_body(req, &len);
     cJSON *j = body ? cJSON_ParseWithLength(body, len) : NULL;
     const cJSON *r = cJSON_GetObjectItemCaseSensitive(j, "reason");
-    int ok = cJSON_IsString(r) && r->valuestring[0] &&
-             strlen(r->valuestring) < n;
+    const char *problem = NULL;
 
-    if (ok) {
+    if (!cJSON_IsString(r)) {
+        cJSON_Delete(j);
+        rf_http_respond_error(req, 400, "reason_required",
+                              "send {\"reason\": \"...\"}: a rejection "
+                              "keeps its reason (1 to %d characters)",
+                              RF_REVIEW_REASON_MAX);
+        return -1;
+    }
+    problem = rf_review_reason_problem(r->valuestring);
+    if (problem == NULL && strlen(r->valuestring) >= n) {
+        problem = "the reason is too long";
+    }
+    if (problem == NULL) {
         snprintf(out, n, "%s", r->valuestring);
+    } else {
+        rf_http_respond_error(req, 400, "invalid_reason",
+                              "%s (1 to %d characters, no line breaks)",
+                              problem, RF_REVIEW_REASON_MAX);
     }
     cJSON_Delete(j);
-    return ok ? 0 : -1;
+    return problem == NULL ? 0 : -1;
 }
 
 static void on_request(struct rf_http_req *req, void *arg)
@@ -409,10 +426,7 @@ static void on_request(struct rf_http_req *req, void *arg)
     }
     if (r == REJECT && read_reason(req, w->reason, sizeof(w->reason)) != 0) {
         free(w);
-        rf_http_respond_error(req, 400, "reason_required",
-                              "send {\"reason\": \"...\"}: a rejection keeps "
-                              "its reason (1 to 200 characters)");
-        return;
+        return; /* answered */
     }
     w->w.data = w;
     if (uv_queue_work(a->loop, &w->w, on_work, after_work) != 0) {

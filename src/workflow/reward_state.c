@@ -5,6 +5,7 @@
 #include "referee/error.h"
 #include "referee/referrals.h"
 #include "referee/reward.h"
+#include "referee/utf8.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -523,15 +524,41 @@ int rf_reward_approve(MDB_txn *txn, const struct rf_store *st,
     return rc;
 }
 
+const char *rf_review_reason_problem(const char *reason)
+{
+    size_t n = strlen(reason), chars = 0;
+
+    if (n == 0) {
+        return "the reason is empty";
+    }
+    if (!rf_utf8_valid(reason, n)) {
+        return "the reason is not UTF-8 text";
+    }
+    for (const unsigned char *p = (const unsigned char *)reason; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f) {
+            return "the reason has a control character (a line break?)";
+        }
+        chars += (*p & 0xc0) != 0x80;
+    }
+    if (chars > RF_REVIEW_REASON_MAX) {
+        return "the reason is longer than 200 characters";
+    }
+    return NULL;
+}
+
 int rf_reward_reject(MDB_txn *txn, const struct rf_store *st,
                      const char *tenant, uint64_t id, const char *reason,
                      int64_t at_ms)
 {
     cJSON *r = NULL, *a;
-    char text[TEXT_MAX];
-    int rc = held(txn, st, tenant, id, &r);
+    char text[RF_REVIEW_REASON_BYTES];
+    int rc;
 
-    snprintf(text, sizeof(text), "%s", reason ? reason : "");
+    if (reason == NULL || rf_review_reason_problem(reason) != NULL) {
+        return RF_ETOOBIG;
+    }
+    snprintf(text, sizeof(text), "%s", reason);
+    rc = held(txn, st, tenant, id, &r);
     if (rc == 0) {
         set(r, "status", cJSON_CreateString("review_rejected"));
         set(r, "review_rejection", cJSON_CreateString(text));

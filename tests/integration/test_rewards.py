@@ -263,6 +263,15 @@ class RewardsTest(DaemonTestCase):
         self.assertEqual(out.returncode, 0, out.stderr)
         out = run_cli("review", "reject", *base, str(b))
         self.assertEqual(out.returncode, 2)  # --reason is needed
+        # One rule with the admin API: 1 to 200 characters (not bytes), no
+        # control characters; nothing is cut.
+        for bad, why in (("\u00e9" * 201, b"longer than 200 characters"),
+                         ("two\nlines", b"control character"),
+                         ("", b"empty")):
+            out = run_cli("review", "reject", *base, str(b), "--reason", bad)
+            self.assertEqual(out.returncode, 2, out)
+            self.assertIn(why, out.stderr)
+        self.assertEqual(len(self.cli_json(d, "review")), 1)
         out = run_cli("review", "reject", *base, str(b), "--reason",
                       "same household")
         self.assertEqual(out.returncode, 0, out.stderr)
@@ -316,8 +325,16 @@ class RewardsTest(DaemonTestCase):
         status, doc = admin("POST", "/review/%d/reject" % b, {})
         self.assertEqual((status, doc["error"]["code"]),
                          (400, "reason_required"))
+        for bad in ("\u00e9" * 201, "two\nlines", ""):
+            status, doc = admin("POST", "/review/%d/reject" % b,
+                                {"reason": bad})
+            self.assertEqual((status, doc["error"]["code"]),
+                             (400, "invalid_reason"), bad)
+        status, doc = admin("GET", "/review")
+        self.assertEqual([r["id"] for r in doc["review"]], [b])
+        long_ok = "\u00e9" * 200  # 200 characters, 400 bytes: kept whole
         status, doc = admin("POST", "/review/%d/reject" % b,
-                            {"reason": "same household"})
+                            {"reason": long_ok})
         self.assertEqual((status, doc["status"]), (200, "review_rejected"))
         status, doc = admin("POST", "/review/%d/approve" % b)
         self.assertEqual((status, doc["error"]["code"]),
@@ -331,8 +348,7 @@ class RewardsTest(DaemonTestCase):
         self.assertEqual(self.paid_keys(),
                          ["reward:%d:friend_giftcard" % a,
                           "reward:%d:referrer_giftcard" % a])
-        self.assertEqual(self.referral(d, b)["review_rejection"],
-                         "same household")
+        self.assertEqual(self.referral(d, b)["review_rejection"], long_ok)
         self.assertEqual(admin("GET", "/review")[1]["review"], [])
 
     def test_hold_days_delay_the_payout(self):
