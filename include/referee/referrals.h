@@ -25,6 +25,7 @@
 #include <cjson/cJSON.h>
 #include <lmdb.h>
 
+#include "referee/referrers.h"
 #include "referee/store.h"
 
 #define RF_EMAIL_MAX 254
@@ -52,6 +53,7 @@ struct rf_capture_in {
     const char *channel; /* "form", "json" or "webhook" */
     const cJSON *person;
     int64_t at_ms;
+    const char *delivery_id; /* a signed post's webhook-id, or NULL */
 };
 
 struct rf_capture_out {
@@ -60,9 +62,14 @@ struct rf_capture_out {
     char reason[48];        /* when refused */
     char referrer[64];      /* contact id of the code's owner, or "" */
     uint64_t first;         /* duplicate_person: the first referral */
+    char code[RF_CODE_LEN + 1]; /* the code as stored (upper case), or "" */
+    int repeat; /* the delivery id was seen: out describes the referral it
+                   made, and nothing was written */
 };
 
-/* Inside a write transaction: decides and stores a referral. Refused
+/* Inside a write transaction: decides and stores a referral. A signed
+ * post sent again (the same in->delivery_id) is answered from the
+ * referral it made the first time, and stores nothing. Refused
  * (with a reason) when the email is missing or invalid, the code is
  * malformed or unknown in this tenant, the person is the referrer
  * (emails compared folded), or the person was referred before (the first

@@ -2,6 +2,7 @@
  * decide and store in one write transaction. */
 #include "referee/capture.h"
 #include "referee/error.h"
+#include "referee/events.h"
 #include "referee/json_check.h"
 #include "referee/log.h"
 #include "referee/referrals.h"
@@ -28,6 +29,7 @@ struct capture_job {
     char tenant[RF_TENANT_ID_MAX + 1];
     char code[64];
     int has_code;
+    char delivery_id[RF_DELIVERY_ID_MAX + 1]; /* signed posts */
     cJSON *person;
     struct rf_capture_in in;
     struct rf_capture_out out;
@@ -117,7 +119,14 @@ cJSON *rf_form_decode(const char *body, size_t len)
                 cJSON_Delete(o);
                 return NULL;
             }
-            cJSON_DeleteItemFromObjectCaseSensitive(o, name);
+            /* A name given twice would let the rules check one value
+             * and the CRM receive the other, as in JSON. */
+            if (cJSON_GetObjectItemCaseSensitive(o, name) != NULL) {
+                free(name);
+                free(value);
+                cJSON_Delete(o);
+                return NULL;
+            }
             cJSON_AddStringToObject(o, name, value);
             free(name);
             free(value);
@@ -130,50 +139,75 @@ cJSON *rf_form_decode(const char *body, size_t len)
 /* --- the request -------------------------------------------------------- */
 
 /* The person and code of a JSON body: either {"code", "person": {...}} or
- * a flat object whose other fields describe the person. */
-static int from_json(const cJSON *body, struct capture_job *j)
+ * a flat object whose other fields describe the person. Returns NULL, or
+ * what is wrong. */
+static const char *from_json(const cJSON *body, struct capture_job *j)
 {
     const cJSON *code = cJSON_GetObjectItemCaseSensitive(body, "code");
     const cJSON *person = cJSON_GetObjectItemCaseSensitive(body, "person");
 
     if (!cJSON_IsObject(body)) {
-        return -1;
+        return "the body is not a JSON object";
     }
-    j->person = cJSON_IsObject(person) ? cJSON_Duplicate(person, 1)
-                                       : cJSON_Duplicate(body, 1);
+    if (person != NULL && !cJSON_IsObject(person)) {
+        return "\"person\" must be an object of the person's fields";
+    }
+    if (person != NULL) {
+        for (const cJSON *f = body->child; f; f = f->next) {
+            if (strcmp(f->string, "code") && strcmp(f->string, "person")) {
+                return "with \"person\", the person's fields go inside it; "
+                       "only \"code\" may stand beside it";
+            }
+        }
+    }
+    if (code != NULL && !cJSON_IsString(code)) {
+        return "\"code\" must be a string";
+    }
+    j->person = cJSON_Duplicate(person ? person : body, 1);
     if (j->person == NULL) {
-        return -1;
+        return "out of memory";
     }
     cJSON_DeleteItemFromObjectCaseSensitive(j->person, "code");
-    if (cJSON_IsString(code)) {
+    if (code != NULL) {
         snprintf(j->code, sizeof(j->code), "%s", code->valuestring);
         j->has_code = 1;
     }
-    return 0;
+    return NULL;
 }
 
 /* People's fields are strings, numbers or booleans, not too many, not too
- * long. */
-static int person_ok(const cJSON *p)
+ * long, each named once. Returns NULL, or what is wrong. */
+static const char *person_problem(const cJSON *p, char *buf, size_t len)
 {
     int n = 0;
 
     for (const cJSON *f = p->child; f; f = f->next) {
-        if (++n > FIELDS_MAX ||
-            !(cJSON_IsString(f) || cJSON_IsNumber(f) || cJSON_IsBool(f) ||
-              cJSON_IsNull(f)) ||
-            (cJSON_IsString(f) && strlen(f->valuestring) > VALUE_MAX)) {
-            return 0;
+        if (++n > FIELDS_MAX) {
+            return "the person has more than 64 fields";
+        }
+        if (!(cJSON_IsString(f) || cJSON_IsNumber(f) || cJSON_IsBool(f) ||
+              cJSON_IsNull(f))) {
+            snprintf(buf, len, "field \"%.64s\" is an object or "
+                     "array; a person's fields are strings, numbers, "
+                     "booleans or null", f->string);
+            return buf;
+        }
+        if (cJSON_IsString(f) && strlen(f->valuestring) > VALUE_MAX) {
+            snprintf(buf, len, "field \"%.64s\" is longer than "
+                     "1024 bytes", f->string);
+            return buf;
         }
         /* A name given twice would let the rules check one value and the
          * CRM receive the other. */
         for (const cJSON *g = p->child; g != f; g = g->next) {
             if (strcmp(g->string, f->string) == 0) {
-                return 0;
+                snprintf(buf, len, "field \"%.64s\" is given twice",
+                         f->string);
+                return buf;
             }
         }
     }
-    return 1;
+    return NULL;
 }
 
 /* People type spaces around addresses: the stored email is trimmed. */
@@ -266,6 +300,24 @@ static void on_written(struct rf_write_job *job)
     }
     snprintf(id, sizeof(id), "%llu", (unsigned long long)j->out.id);
     rf_http_add_header(j->req, "Referral-Id", id);
+    if (j->out.repeat) {
+        /* The sender retried: the first answer again, marked, counted
+         * nowhere. */
+        if (j->out.accepted) {
+            n = snprintf(body, sizeof(body),
+                         "{\"referral_id\":%s,\"status\":\"accepted\","
+                         "\"duplicate\":true}", id);
+            rf_http_respond_json(j->req, 200, body, (size_t)n);
+        } else {
+            rf_http_respond_error(j->req, 422, j->out.reason,
+                                  "%s (this delivery was received before)",
+                                  reason_text(j->out.reason));
+        }
+        rf_log_info("capture", RF_F("tenant", j->tenant, "referral", id),
+                    "repeated delivery");
+        free_job(j);
+        return;
+    }
     if (j->out.accepted) {
         c->accepted++;
         n = snprintf(body, sizeof(body),
@@ -343,7 +395,9 @@ void rf_capture_handle(struct rf_capture *c, struct rf_http_req *req,
     size_t len;
     const char *body = rf_http_body(req, &len);
     cJSON *parsed = NULL;
-    char err[96];
+    struct rf_json_problem jp;
+    const char *problem;
+    char err[192];
 
     if (t == NULL) {
         rf_http_respond_error(req, 404, "tenant_not_found", "no such tenant");
@@ -369,30 +423,45 @@ void rf_capture_handle(struct rf_capture *c, struct rf_http_req *req,
     }
     if (is_form(req)) {
         parsed = rf_form_decode(body, len);
-    } else if (rf_json_check(body, len, RF_API_JSON_DEPTH_MAX, NULL) == 0) {
+        problem = parsed ? NULL
+                         : "the form is not URL-encoded UTF-8, or names a "
+                           "field twice, or has more than 64 fields or a "
+                           "value over 1024 bytes";
+    } else if (rf_json_check(body, len, RF_API_JSON_DEPTH_MAX, &jp) == 0) {
         /* Strict JSON in strict UTF-8 only, as at webhook intake. */
         parsed = rf_api_parse_json(body, len, err, sizeof(err));
+        problem = parsed ? NULL : "out of memory";
+    } else {
+        snprintf(err, sizeof(err), "the body is not strict JSON (byte %zu: "
+                 "%s)", jp.offset, jp.reason);
+        problem = err;
     }
-    if (parsed == NULL || from_json(parsed, j) != 0 ||
-        !person_ok(j->person)) {
-        cJSON_Delete(parsed);
-        free_job(j);
-        rf_http_respond_error(req, 400, "invalid_body",
-                              "expected strict JSON (an object) or a form "
-                              "with the referred person's fields (at most "
-                              "%d, each named once, at most %d bytes) and a "
-                              "code",
-                              FIELDS_MAX, VALUE_MAX);
-        return;
+    if (problem == NULL) {
+        problem = from_json(parsed, j);
+    }
+    if (problem == NULL) {
+        problem = person_problem(j->person, err, sizeof(err));
     }
     cJSON_Delete(parsed);
+    if (problem != NULL) {
+        free_job(j);
+        rf_http_respond_error(req, 400, "invalid_body", "%s", problem);
+        return;
+    }
     trim_email(j->person);
     j->c = c;
     j->req = req;
     j->store = c->in->store;
     snprintf(j->tenant, sizeof(j->tenant), "%s", t->id);
+    if (strcmp(channel, "webhook") == 0) {
+        /* Verified: a repeat of this post is answered as the first was. */
+        snprintf(j->delivery_id, sizeof(j->delivery_id), "%s",
+                 rf_http_header(req, "webhook-id"));
+    }
     j->in = (struct rf_capture_in){j->tenant, j->has_code ? j->code : NULL,
-                                   channel, j->person, now_ms()};
+                                   channel, j->person, now_ms(),
+                                   j->delivery_id[0] ? j->delivery_id
+                                                     : NULL};
     j->job.run = run_job;
     j->job.done = on_written;
     rf_writer_submit(c->in->writer, &j->job);

@@ -183,6 +183,7 @@ static int decide(MDB_txn *txn, const struct rf_store *st,
         snprintf(out->reason, sizeof(out->reason), RF_REFUSE_INVALID_CODE);
         return 0;
     }
+    memcpy(out->code, code, sizeof(out->code));
     rc = rf_referrer_by_code(txn, st, code, owner, out->referrer,
                              sizeof(out->referrer));
     if (rc == RF_ENOTFOUND || (rc == 0 && strcmp(owner, in->tenant) != 0)) {
@@ -222,18 +223,61 @@ static int decide(MDB_txn *txn, const struct rf_store *st,
     return 0;
 }
 
+/* Where a signed post's delivery id is kept: beside the webhook sources'
+ * ids, under a name no source can have (source names have no ':'). */
+#define POSTS_SOURCE "capture:referrals"
+
+/* A signed post seen before: fills out from the referral it made. Returns
+ * 0 (out->repeat set), RF_ENOTFOUND or an RF_E* code. */
+static int repeated(MDB_txn *txn, const struct rf_store *st,
+                    const struct rf_capture_in *in, unsigned char *key,
+                    size_t klen, struct rf_capture_out *out)
+{
+    cJSON *r = NULL;
+    const char *s;
+    int rc = get_be64(txn, rf_store_dbi(st, RF_DB_DEDUP), key, klen,
+                      &out->id);
+
+    if (rc == 0) {
+        rc = rf_referral_get(txn, st, in->tenant, out->id, &r);
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    s = str(r, "status");
+    out->accepted = s != NULL && strcmp(s, "refused") != 0;
+    snprintf(out->reason, sizeof(out->reason), "%s",
+             out->accepted ? "" : (str(r, "reason") ? str(r, "reason") : ""));
+    snprintf(out->referrer, sizeof(out->referrer), "%s",
+             str(r, "referrer") ? str(r, "referrer") : "");
+    out->repeat = 1;
+    cJSON_Delete(r);
+    return 0;
+}
+
 int rf_referral_capture(MDB_txn *txn, const struct rf_store *st,
                         const struct rf_capture_in *in,
                         struct rf_capture_out *out)
 {
     char email_key[RF_EMAIL_MAX + 1] = "";
-    unsigned char key[KEY_MAX];
+    unsigned char key[KEY_MAX], dkey[KEY_MAX];
+    size_t dklen = 0;
     const char *email = str(in->person, "email");
     int email_ok = email && rf_email_fold(email, email_key) == 0;
     cJSON *r = NULL, *audit;
     int rc;
 
     memset(out, 0, sizeof(*out));
+    if (in->delivery_id != NULL) {
+        dklen = name_key(dkey, in->tenant, POSTS_SOURCE, in->delivery_id);
+        if (dklen == 0) {
+            return RF_ETOOBIG;
+        }
+        rc = repeated(txn, st, in, dkey, dklen, out);
+        if (rc != RF_ENOTFOUND) {
+            return rc;
+        }
+    }
     rc = decide(txn, st, in, email_key, email_ok, out);
     if (rc == 0) {
         rc = rf_store_next_seq(txn, st, "referral_seq", &out->id);
@@ -245,8 +289,9 @@ int rf_referral_capture(MDB_txn *txn, const struct rf_store *st,
     if (r == NULL || !cJSON_AddNumberToObject(r, "id", (double)out->id) ||
         !cJSON_AddNumberToObject(r, "at", (double)(in->at_ms / 1000)) ||
         !cJSON_AddStringToObject(r, "channel", in->channel) ||
-        !(in->code ? cJSON_AddStringToObject(r, "code", in->code)
-                   : cJSON_AddNullToObject(r, "code")) ||
+        !(out->code[0] ? cJSON_AddStringToObject(r, "code", out->code)
+          : in->code   ? cJSON_AddStringToObject(r, "code", in->code)
+                       : cJSON_AddNullToObject(r, "code")) ||
         !(out->referrer[0]
               ? cJSON_AddStringToObject(r, "referrer", out->referrer)
               : cJSON_AddNullToObject(r, "referrer")) ||
@@ -262,6 +307,10 @@ int rf_referral_capture(MDB_txn *txn, const struct rf_store *st,
         return RF_ENOMEM;
     }
     rc = rf_referral_put(txn, st, in->tenant, r);
+    if (rc == 0 && dklen > 0) {
+        rc = put_be64(txn, rf_store_dbi(st, RF_DB_DEDUP), dkey, dklen,
+                      out->id, MDB_NOOVERWRITE);
+    }
     if (rc == 0 && out->accepted) {
         rc = put_be64(txn, rf_store_dbi(st, RF_DB_PEOPLE), key,
                       name_key(key, in->tenant, email_key, NULL), out->id,

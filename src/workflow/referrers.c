@@ -56,6 +56,14 @@ int rf_code_new(char out[RF_CODE_LEN + 1])
 
 int rf_code_normalize(const char *s, size_t len, char out[RF_CODE_LEN + 1])
 {
+    /* People copy codes with the spaces around them. */
+    while (len > 0 && (*s == ' ' || *s == '\t')) {
+        s++;
+        len--;
+    }
+    while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t')) {
+        len--;
+    }
     if (len != RF_CODE_LEN) {
         return 0;
     }

@@ -178,6 +178,29 @@ class ReferralsTest(DaemonTestCase):
                                            ana["email"].encode()),
                       {"Content-Type": "application/json"})
         self.assertEqual((r.status, r.error_code()), (400, "invalid_body"))
+        self.assertIn('field "email" is given twice', r.json()["error"]
+                      ["message"])
+        # The same in a form post.
+        r = d.request("POST", "/t/acme/referrals",
+                      "code=%s&email=dk%%40example.com&email=%s"
+                      % (ana["code"], ana["email"].replace("@", "%40")),
+                      {"Content-Type": "application/x-www-form-urlencoded"})
+        self.assertEqual((r.status, r.error_code()), (400, "invalid_body"))
+        self.assertIn("names a field twice", r.json()["error"]["message"])
+        # The person is an object, and its fields go inside it.
+        r = self.post(d, {"code": ana["code"], "person": "kim@example.com"})
+        self.assertEqual((r.status, r.error_code()), (400, "invalid_body"))
+        self.assertIn('"person" must be an object', r.json()["error"]
+                      ["message"])
+        r = self.post(d, {"code": ana["code"], "email": "x@example.com",
+                          "person": {"first_name": "X"}})
+        self.assertEqual((r.status, r.error_code()), (400, "invalid_body"))
+        r = self.post(d, {"code": ana["code"],
+                          "person": {"email": "n@example.com",
+                                     "address": {"city": "Paris"}}})
+        self.assertEqual((r.status, r.error_code()), (400, "invalid_body"))
+        self.assertIn('field "address" is an object', r.json()["error"]
+                      ["message"])
         r = d.request("POST", "/t/acme/referrals",
                       b'{"code":"%s","email":"u\xff@example.com"}'
                       % ana["code"].encode(),
@@ -274,6 +297,7 @@ class ReferralsTest(DaemonTestCase):
         self.assertEqual(r.error_code(), "rate_limited")
         self.assertGreaterEqual(int(r.headers["retry-after"]), 1)
         # Signed server-to-server posts are not limited per address.
+        first_ids = []
         for i in range(3):
             body = json.dumps({"code": ana["code"],
                                "person": {"email": "api%d@example.com" % i}
@@ -284,6 +308,17 @@ class ReferralsTest(DaemonTestCase):
                 "webhook-id": "msg_%d" % i, "webhook-timestamp": str(ts),
                 "webhook-signature": sign(SECRET, "msg_%d" % i, ts, body)})
             self.assertEqual(r.status, 201, r.body)
+            first_ids.append(r.json()["referral_id"])
+        # A relay that retries gets the first answer again, and nothing
+        # new is stored.
+        r = d.request("POST", "/t/acme/referrals", body, {
+            "Content-Type": "application/json",
+            "webhook-id": "msg_2", "webhook-timestamp": str(ts),
+            "webhook-signature": sign(SECRET, "msg_2", ts, body)})
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(r.json(), {"referral_id": first_ids[2],
+                                    "status": "accepted",
+                                    "duplicate": True})
         r = d.request("POST", "/t/acme/referrals", body, {
             "Content-Type": "application/json", "webhook-id": "msg_x",
             "webhook-timestamp": str(ts),

@@ -140,10 +140,12 @@ static int do_capture(MDB_txn *txn, void *arg)
     return rf_referral_capture(txn, current_store, &c->in, &c->out);
 }
 
-static struct rf_capture_out capture(struct fixture *f, const char *tenant,
-                                     const char *code, const char *person)
+static struct rf_capture_out capture_as(struct fixture *f, const char *tenant,
+                                        const char *code, const char *person,
+                                        const char *delivery_id)
 {
-    struct capture_ctx c = {{tenant, code, "json", NULL, 1767225700000},
+    struct capture_ctx c = {{tenant, code, "json", NULL, 1767225700000,
+                             delivery_id},
                             {0}};
     int rc;
     cJSON *p = cJSON_Parse(person);
@@ -157,6 +159,88 @@ static struct rf_capture_out capture(struct fixture *f, const char *tenant,
     }
     cJSON_Delete(p);
     return c.out;
+}
+
+static struct rf_capture_out capture(struct fixture *f, const char *tenant,
+                                     const char *code, const char *person)
+{
+    return capture_as(f, tenant, code, person, NULL);
+}
+
+/* The code a referral keeps, as stored. */
+static char *stored_code(struct fixture *f, uint64_t id)
+{
+    static char code[64];
+    MDB_txn *txn;
+    cJSON *r;
+
+    assert_int_equal(rf_store_read_begin(f->st, &txn), 0);
+    assert_int_equal(rf_referral_get(txn, f->st, "acme", id, &r), 0);
+    snprintf(code, sizeof(code), "%s",
+             cJSON_GetObjectItem(r, "code")->valuestring);
+    cJSON_Delete(r);
+    rf_store_read_end(f->st, txn);
+    return code;
+}
+
+static int count_kind(const cJSON *e, void *arg);
+
+/* A signed post sent again is answered from the referral it made, stores
+ * nothing, and counts nowhere; another delivery id is a new post. */
+static void test_signed_posts_are_answered_once(void **state)
+{
+    struct fixture *f = *state;
+    struct enrol_ctx ana = {"acme", "100", "ana@example.com", "", 0};
+    struct rf_capture_out o;
+    char spaced[RF_CODE_LEN + 8];
+    int counts[2] = {0, 0};
+    MDB_txn *txn;
+
+    enrol(f, &ana);
+    /* Spaces around a lower-case code: accepted, stored upper case. */
+    snprintf(spaced, sizeof(spaced), "  %s ", ana.code);
+    for (char *c = spaced; *c; c++) {
+        *c = (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
+    }
+    o = capture_as(f, "acme", spaced, "{\"email\":\"kim@example.com\"}",
+                   "msg_1");
+    assert_true(o.accepted);
+    assert_false(o.repeat);
+    assert_int_equal(o.id, 1);
+    assert_string_equal(stored_code(f, 1), ana.code);
+
+    o = capture_as(f, "acme", spaced, "{\"email\":\"kim@example.com\"}",
+                   "msg_1");
+    assert_true(o.repeat);
+    assert_true(o.accepted);
+    assert_int_equal(o.id, 1);
+    assert_string_equal(o.referrer, "100");
+
+    /* A refused post repeats its refusal. */
+    o = capture_as(f, "acme", ana.code, "{\"email\":\"ana@example.com\"}",
+                   "msg_2");
+    assert_string_equal(o.reason, RF_REFUSE_SELF);
+    assert_int_equal(o.id, 2);
+    o = capture_as(f, "acme", ana.code, "{\"email\":\"ana@example.com\"}",
+                   "msg_2");
+    assert_true(o.repeat);
+    assert_false(o.accepted);
+    assert_string_equal(o.reason, RF_REFUSE_SELF);
+    assert_int_equal(o.id, 2);
+
+    /* The same person under a new delivery id is a new post. */
+    o = capture_as(f, "acme", ana.code, "{\"email\":\"kim@example.com\"}",
+                   "msg_3");
+    assert_false(o.repeat);
+    assert_string_equal(o.reason, RF_REFUSE_DUPLICATE);
+    assert_int_equal(o.id, 3);
+
+    assert_int_equal(rf_store_read_begin(f->st, &txn), 0);
+    assert_int_equal(rf_audit_each(txn, f->st, "acme", 0, count_kind, counts),
+                     0);
+    assert_int_equal(counts[0], 4); /* one enrolment, three posts */
+    assert_int_equal(counts[1], 2);
+    rf_store_read_end(f->st, txn);
 }
 
 static void test_enrol_keeps_the_code(void **state)
@@ -320,6 +404,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_capture_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_links, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_signed_posts_are_answered_once,
+                                        setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -104,7 +104,8 @@ static uint64_t capture(const char *code, const char *email, long long at_s,
                         const char *want_reason)
 {
     cJSON *person = cJSON_CreateObject();
-    struct capture_ctx c = {{"acme", code, "json", person, at_s * 1000}, {0}};
+    struct capture_ctx c = {{"acme", code, "json", person, at_s * 1000, NULL},
+                            {0}};
 
     cJSON_AddStringToObject(person, "email", email);
     assert_int_equal(rf_store_write(F->st, do_capture, &c), 0);
