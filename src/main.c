@@ -170,6 +170,26 @@ static int cmd_version(int argc, char **argv)
 }
 
 /* Applies the command-line overrides to cfg. */
+/* A listener that cannot bind is a configuration error, found before
+ * anything starts: exit 2 naming where the address was set. */
+static int probe_listeners(const struct rf_config *cfg)
+{
+    const char *addr[2] = {cfg->listen, cfg->admin_listen};
+    const char *where[2] = {cfg->listen_where, cfg->admin_listen_where};
+    const char *name[2] = {"setting 'listen'", "setting 'admin.listen'"};
+    char err[256];
+
+    for (int i = 0; i < 2; i++) {
+        if (addr[i] != NULL &&
+            rf_config_probe_listen(addr[i], err, sizeof(err)) != 0) {
+            fprintf(stderr, "referee: %s: %s\n",
+                    where[i][0] ? where[i] : name[i], err);
+            return 2;
+        }
+    }
+    return 0;
+}
+
 static int run_flags(int argc, char **argv, struct rf_config *cfg)
 {
     char host[64], err[600];
@@ -195,6 +215,8 @@ static int run_flags(int argc, char **argv, struct rf_config *cfg)
                                           RF_CONFIG_LISTEN_HELP, v);
             }
             rc = rf_config_set_string(&cfg->listen, v);
+            snprintf(cfg->listen_where, sizeof(cfg->listen_where),
+                     "--listen");
         } else if ((v = rf_cli_option(argc, argv, &i, "data", &bad))) {
             rc = rf_config_set_string(&cfg->data_dir, v);
         } else if ((v = rf_cli_option(argc, argv, &i, "tenants", &bad))) {
@@ -206,7 +228,10 @@ static int run_flags(int argc, char **argv, struct rf_config *cfg)
                                       argv[i]);
         }
     }
-    return rc == 0 ? 0 : 1;
+    if (rc != 0) {
+        return 1;
+    }
+    return probe_listeners(cfg);
 }
 
 static int cmd_run(int argc, char **argv)

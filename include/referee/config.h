@@ -40,6 +40,10 @@ struct rf_config {
     char *admin_listen;    /* "host:port" of the admin API; NULL: off */
     char *admin_token;     /* its bearer token (a secret: never log) */
     int admin_public;      /* admin.public: a non-loopback address allowed */
+    /* Where listen and admin.listen were set ("file:line: setting
+     * 'listen'"), for errors found when binding; "" for a default. */
+    char listen_where[320];
+    char admin_listen_where[320];
 };
 
 /* The shortest admin token accepted. */
@@ -57,6 +61,12 @@ int rf_config_load(struct rf_config *cfg, const char *path, char *err,
 
 /* Frees what cfg owns. */
 void rf_config_cleanup(struct rf_config *cfg);
+
+/* Binds and releases `listen` ("host:port"; port 0 is always free) to
+ * find out, before anything starts, whether the listener will be able to:
+ * another process on the port, an address not on this host, a privileged
+ * port. Returns 0, or -errno with a sentence in err. */
+int rf_config_probe_listen(const char *listen, char *err, size_t errlen);
 
 /* What `listen` accepts, for error messages. */
 #define RF_CONFIG_LISTEN_HELP                                                  \

@@ -6,6 +6,10 @@
 #include "referee/tenant.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,6 +122,45 @@ int rf_config_split_listen(const char *listen, char *host, size_t hostlen,
     }
     *port = (unsigned)v;
     return 0;
+}
+
+int rf_config_probe_listen(const char *listen, char *err, size_t errlen)
+{
+    struct sockaddr_in sa;
+    char host[64];
+    unsigned port;
+    int fd, one = 1, rc = 0;
+
+    if (rf_config_split_listen(listen, host, sizeof(host), &port) != 0) {
+        snprintf(err, errlen, "%s, got \"%s\"", RF_CONFIG_LISTEN_HELP,
+                 listen);
+        return -EINVAL;
+    }
+    if (port == 0) {
+        return 0;
+    }
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    (void)inet_pton(AF_INET, host, &sa.sin_addr);
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        rc = -errno;
+    } else {
+        /* As the listener does, so that only a live socket conflicts. */
+        (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+            rc = -errno;
+        }
+        close(fd);
+    }
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s%s", listen,
+                 strerror(-rc),
+                 rc == -EADDRINUSE ? " (another process listens there)"
+                                   : "");
+    }
+    return rc;
 }
 
 /* Pushes field `key` of the table at -1 if it is a table; returns 1 then,
@@ -405,6 +448,15 @@ static int read_admin(struct rf_reader *r, struct rf_config *cfg)
                               0);
     }
     if (rc == 0) {
+        snprintf(cfg->admin_listen_where, sizeof(cfg->admin_listen_where),
+                 "%s:%d: setting 'admin.listen'", r->file,
+                 rf_reader_line(r, rf_reader_get(r->L, -1, "listen") !=
+                                           LUA_TNIL
+                                       ? "admin.listen"
+                                       : "admin"));
+        lua_pop(r->L, 1);
+    }
+    if (rc == 0) {
         rc = rf_reader_string(r, -1, "admin", "token", &cfg->admin_token, 0);
     }
     if (rc == 0) {
@@ -432,6 +484,14 @@ static int read_top(struct rf_reader *r, struct rf_config *cfg)
     rc = rf_reader_known_keys(r, -1, "", top_keys);
     if (rc == 0) {
         rc = rf_reader_string(r, -1, "", "listen", &cfg->listen, 0);
+    }
+    if (rc == 0 && rf_reader_get(r->L, -1, "listen") != LUA_TNIL) {
+        snprintf(cfg->listen_where, sizeof(cfg->listen_where),
+                 "%s:%d: setting 'listen'", r->file,
+                 rf_reader_line(r, "listen"));
+    }
+    if (rc == 0) {
+        lua_pop(r->L, 1);
     }
     if (rc == 0 &&
         rf_config_split_listen(cfg->listen, host, sizeof(host), &port)) {

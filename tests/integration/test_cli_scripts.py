@@ -3,6 +3,7 @@ config checks that must stop `referee run` with exit 2 before anything
 starts: listen addresses the listener cannot bind, script caps."""
 
 import os
+import socket
 import re
 import subprocess
 import tempfile
@@ -160,6 +161,30 @@ class ConfigCheckTest(unittest.TestCase):
                     "port 0-65535 (host names such as localhost, short "
                     "forms such as 127.1 and IPv6 are not supported), got "
                     "\"%s\"" % (path, listen))
+
+    def test_an_address_in_use_exits_2_before_anything_starts(self):
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            addr = "127.0.0.1:%d" % busy.getsockname()[1]
+            for cfg, extra, where in (
+                    ('return {\n  listen = "%s",\n}\n' % addr, (),
+                     ":2: setting 'listen'"),
+                    ('return {\n  admin = { token = "%s",\n'
+                     '    listen = "%s" },\n}\n' % ("t" * 20, addr),
+                     ("--listen", "127.0.0.1:0"),
+                     ":3: setting 'admin.listen'"),
+                    ('return {}\n', ("--listen", addr), "--listen")):
+                with self.subTest(where=where):
+                    res, path = self.run_config(cfg, *extra)
+                    self.assertEqual(res.returncode, 2, res)
+                    lines = res.stderr.decode().splitlines()
+                    self.assertEqual(len(lines), 1, res.stderr)
+                    prefix = where if where == "--listen" else path + where
+                    self.assertEqual(
+                        lines[0], "referee: %s: cannot listen on %s: "
+                        "Address already in use (another process listens "
+                        "there)" % (prefix, addr))
 
     def test_listen_flag_the_listener_cannot_bind_is_a_usage_error(self):
         for listen in ("localhost:8080", "[::1]:8080", "127.1:8080"):
