@@ -35,7 +35,7 @@ soak: all
 	cd $(BUILD) && ctest --output-on-failure -L soak
 
 demo: all
-	@scripts/demo $(BUILD)/referee
+	@scripts/demo $(BUILD)/referee $(if $(KEEP),--keep)
 
 bench: all
 	@bench/run $(BUILD)

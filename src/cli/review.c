@@ -76,7 +76,7 @@ static int print_held(const cJSON *r, void *arg)
     }
     if (!a->json) {
         printf(
-            "%-6.0f %-32s %-10s %d actions  %s\n",
+            "%-6.0f %-32s %-20s %-9d %s\n",
             cJSON_GetObjectItem(r, "id")->valuedouble,
             str(cJSON_GetObjectItemCaseSensitive(r, "person"), "email"),
             str(r, "referrer"),
@@ -105,7 +105,7 @@ static int list(const struct args *a)
     rc = rf_store_read_begin(st, &txn);
     if (rc == 0) {
         if (!a->json) {
-            printf("%-6s %-32s %-10s %-10s %s\n", "ID", "EMAIL", "REFERRER",
+            printf("%-6s %-32s %-20s %-9s %s\n", "ID", "EMAIL", "REFERRER",
                    "ACTIONS", "REASON");
         }
         rc = rf_referrals_each(txn, st, a->tenant, print_held, (void *)a);

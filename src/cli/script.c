@@ -3,6 +3,8 @@
 #include "referee/cli.h"
 #include "referee/engine.h"
 #include "referee/error.h"
+#include "referee/json_check.h"
+#include "referee/script_api.h"
 #include "referee/store.h"
 #include "referee/tenant.h"
 
@@ -218,6 +220,7 @@ int rf_cli_call(int argc, char **argv)
 {
     struct script_args a = {0};
     struct rf_store *st = NULL;
+    struct rf_json_problem jp;
     char err[512];
     char *input;
     size_t len = 0;
@@ -231,6 +234,12 @@ int rf_cli_call(int argc, char **argv)
         fprintf(stderr, "referee call: cannot read %s (missing, or over "
                         "8 MiB)\n",
                 a.input);
+        return 1;
+    }
+    if (rf_json_check(input, len, RF_API_JSON_DEPTH_MAX, &jp) != 0) {
+        fprintf(stderr, "referee call: %s: not strict JSON (byte %zu: %s)\n",
+                a.input, jp.offset, jp.reason);
+        free(input);
         return 1;
     }
     if (a.data && rf_store_open(a.data, 0, 0, &st, err, sizeof(err)) != 0) {

@@ -431,7 +431,7 @@ int rf_report_print_text(FILE *f, const cJSON *report)
     const cJSON *rate =
         cJSON_GetObjectItemCaseSensitive(total, "qualification_rate");
     const cJSON *rw = cJSON_GetObjectItemCaseSensitive(total, "rewards");
-    const cJSON *d;
+    const cJSON *d, *reasons, *value;
 
     fprintf(f, "Referral report for %s (days in UTC)\n\n%-10s",
             str(report, "tenant"), "day");
@@ -453,12 +453,18 @@ int rf_report_print_text(FILE *f, const cJSON *report)
     } else {
         fprintf(f, "\nqualification rate: - (nothing in CRM yet)\n");
     }
+    reasons = cJSON_GetObjectItemCaseSensitive(total, "refused_by_reason");
+    value = cJSON_GetObjectItemCaseSensitive(rw, "value");
     fprintf(f, "refused by reason: ");
-    print_pairs(f, cJSON_GetObjectItemCaseSensitive(total, "refused_by_reason"),
-                ", ", "%s %g");
-    fprintf(f, "\nrewards issued: %.0f, value: ", num(rw, "count", 0));
-    print_pairs(f, cJSON_GetObjectItemCaseSensitive(rw, "value"), ", ",
-                "%s %.2f");
+    if (reasons == NULL || reasons->child == NULL) {
+        fprintf(f, "none");
+    }
+    print_pairs(f, reasons, ", ", "%s %g");
+    fprintf(f, "\nrewards issued: %.0f", num(rw, "count", 0));
+    if (value != NULL && value->child != NULL) {
+        fprintf(f, ", value: ");
+        print_pairs(f, value, ", ", "%s %.2f");
+    }
     fprintf(f, "\nwaiting for review: %.0f\ndead letters: %.0f\n",
             num(total, "review", 0), num(total, "dead_letters", 0));
     return ferror(f) ? -EIO : 0;

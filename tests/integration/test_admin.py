@@ -94,8 +94,12 @@ class AdminTest(DaemonTestCase):
             self.assertEqual(res.stdout, b"", args)
             self.assertIn(b"no tenant 'shpo' in %s (tenants there: shop, "
                           b"tight)" % self.d.data_dir.encode(), res.stderr, args)
-        res = run_cli("report", "--data", self.d.data_dir, "--tenant", "shop")
+        # A tenant with nothing yet: its report says so plainly.
+        res = run_cli("report", "--data", self.d.data_dir, "--tenant",
+                      "tight")
         self.assertEqual(res.returncode, 0, res)
+        self.assertIn(b"\nrefused by reason: none\nrewards issued: 0\n",
+                      res.stdout)
 
     def test_cli_never_creates_a_store(self):
         with tempfile.TemporaryDirectory() as tmp:

@@ -66,6 +66,13 @@ class CheckAndCallTest(unittest.TestCase):
             self.assertEqual(res.stdout, b"42\n")
             self.assertEqual(res.stderr, b"")
 
+    def test_call_names_an_input_that_is_not_json(self):
+        with TenantFolder("calc", FAILING) as folder:
+            res = call_stdin(folder, "cohort", '{"n": 21,}')
+        self.assertEqual((res.returncode, res.stdout), (1, b""))
+        self.assertEqual(res.stderr, b"referee call: -: not strict JSON "
+                         b"(byte 9: expected a string as an object key)\n")
+
     def test_call_prints_an_error_once(self):
         with TenantFolder("calc", FAILING) as folder:
             res = call_stdin(folder, "cohort", '{"boom": "x"}')
