@@ -26,6 +26,8 @@
 #include "referee/store.h"
 
 #define RF_CODE_LEN 13
+/* The longest contact id kept (Zoho ids are 19 digits). */
+#define RF_CONTACT_ID_MAX 64
 #define RF_CODE_ALPHABET "23456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 /* Writes a fresh random code and its NUL into out. Returns 0, or RF_EIO
@@ -68,6 +70,18 @@ int rf_referrer_get(MDB_txn *txn, const struct rf_store *st,
 int rf_referrer_by_code(MDB_txn *txn, const struct rf_store *st,
                         const char *code, char *tenant, char *contact_id,
                         size_t idlen);
+
+/* The referrer whose email folds to `folded` (rf_email_fold), through the
+ * email index: its contact id into `contact_id` (`idlen` bytes). Returns
+ * 0, RF_ENOTFOUND or an RF_E* code. */
+int rf_referrer_by_email(MDB_txn *txn, const struct rf_store *st,
+                         const char *tenant, const char *folded,
+                         char *contact_id, size_t idlen);
+
+/* Builds the email index from the stored referrers, once per store (a
+ * meta record says it is done): stores written before the index existed
+ * get it at the daemon's next start. Returns 0 or an RF_E* code. */
+int rf_referrers_index_emails(MDB_txn *txn, const struct rf_store *st);
 
 /* Calls fn for each referrer of a tenant in contact-id order; stops when
  * fn returns non-zero and returns that. */

@@ -40,6 +40,10 @@ enum rf_db {
     RF_DB_PEOPLE,      /* tenant \0 folded email -> be64(first referral) */
     RF_DB_LINKS,       /* tenant \0 module \0 CRM id -> be64(referral) */
     RF_DB_COUNTERS,    /* tenant \0 YYYY-MM-DD \0 name -> be64 (counters.h) */
+    RF_DB_REFERRER_EMAILS, /* tenant \0 folded email -> contact id of the
+                              first referrer with it (referrers.h); added
+                              after schema 1 was released, so a read-only
+                              open of an older store finds none */
     RF_DB_COUNT
 };
 

@@ -32,11 +32,6 @@ struct join_job {
     int created;                /* out */
 };
 
-struct find {
-    const char *folded;
-    char *code;
-};
-
 static uint64_t mono_ms(void)
 {
     struct timespec ts;
@@ -45,43 +40,46 @@ static uint64_t mono_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* Stops at the referrer whose folded email is the one joining. */
-static int same_email(const cJSON *r, void *arg)
+/* The code of the referrer who has the joining email, through the email
+ * index. Returns 0 (found), RF_ENOTFOUND or an RF_E* code. */
+static int existing_code(MDB_txn *txn, const struct rf_store *st,
+                         struct join_job *jj)
 {
-    struct find *f = arg;
-    const cJSON *e = cJSON_GetObjectItemCaseSensitive(r, "email");
-    const cJSON *c = cJSON_GetObjectItemCaseSensitive(r, "code");
-    char mine[RF_EMAIL_MAX + 1];
+    char contact[RF_CONTACT_ID_MAX + 1];
+    const cJSON *c;
+    cJSON *r = NULL;
+    int rc = rf_referrer_by_email(txn, st, jj->tenant, jj->folded, contact,
+                                  sizeof(contact));
 
-    if (!cJSON_IsString(e) || !cJSON_IsString(c) ||
-        strlen(c->valuestring) != RF_CODE_LEN ||
-        rf_email_fold(e->valuestring, mine) != 0 ||
-        strcmp(mine, f->folded) != 0) {
-        return 0;
+    if (rc == 0) {
+        rc = rf_referrer_get(txn, st, jj->tenant, contact, &r);
     }
-    memcpy(f->code, c->valuestring, RF_CODE_LEN + 1);
-    return 1;
+    if (rc != 0) {
+        return rc;
+    }
+    c = cJSON_GetObjectItemCaseSensitive(r, "code");
+    if (cJSON_IsString(c) && strlen(c->valuestring) == RF_CODE_LEN) {
+        memcpy(jj->code, c->valuestring, RF_CODE_LEN + 1);
+    } else {
+        rc = RF_ESTORE;
+    }
+    cJSON_Delete(r);
+    return rc;
 }
 
 static int run_job(MDB_txn *txn, struct rf_write_job *job)
 {
     struct join_job *jj = (struct join_job *)job;
     const struct rf_store *st = jj->j->in->store;
-    struct find f = {jj->folded, jj->code};
     char id[32];
     uint64_t n;
     int rc;
 
     jj->created = 0;
     jj->code[0] = '\0';
-    /* Limitation: a scan of the tenant's referrers per sign-up, since
-     * there is no email index; see docs/limitations.md. */
-    rc = rf_referrers_each(txn, st, jj->tenant, same_email, &f);
-    if (rc == 1) {
-        return 0;
-    }
-    if (rc != 0) {
-        return rc;
+    rc = existing_code(txn, st, jj);
+    if (rc != RF_ENOTFOUND) {
+        return rc; /* 0: a referrer already, answered with its code */
     }
     rc = rf_store_next_seq(txn, st, "join_seq", &n);
     if (rc == 0) {
@@ -170,6 +168,25 @@ static int admit(struct rf_join *j, struct rf_http_req *req,
     return -1;
 }
 
+/* Copies s without the spaces and tabs around it (people type them, as
+ * at capture) into out. Returns -1 when it does not fit. */
+static int trimmed(const char *s, char *out, size_t n)
+{
+    size_t len;
+
+    s += strspn(s, " \t");
+    len = strlen(s);
+    while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t')) {
+        len--;
+    }
+    if (len >= n) {
+        return -1;
+    }
+    memcpy(out, s, len);
+    out[len] = '\0';
+    return 0;
+}
+
 /* Reads email and name from the body into jj. -1 when answered. */
 static int read_body(struct rf_join *j, struct rf_http_req *req,
                      struct join_job *jj)
@@ -200,11 +217,11 @@ static int read_body(struct rf_join *j, struct rf_http_req *req,
     if (email == NULL || email->valuestring[0] == '\0') {
         rf_http_respond_error(req, 422, RF_REFUSE_MISSING_EMAIL,
                               "an email is needed to join");
-    } else if (rf_email_fold(email->valuestring, jj->folded) != 0) {
+    } else if (trimmed(email->valuestring, jj->email, sizeof(jj->email)) ||
+               rf_email_fold(jj->email, jj->folded) != 0) {
         rf_http_respond_error(req, 422, RF_REFUSE_INVALID_EMAIL,
                               "the email is not an email address");
     } else {
-        snprintf(jj->email, sizeof(jj->email), "%s", email->valuestring);
         jj->has_name = name != NULL;
         snprintf(jj->name, sizeof(jj->name), "%s",
                  name ? name->valuestring : "");

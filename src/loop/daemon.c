@@ -10,6 +10,7 @@
 #include "referee/join.h"
 #include "referee/log.h"
 #include "referee/redirect.h"
+#include "referee/referrers.h"
 #include "referee/runtime.h"
 #include "referee/store.h"
 #include "referee/sync.h"
@@ -380,6 +381,13 @@ static int note_tenants_txn(MDB_txn *txn, void *ctx)
     return rc;
 }
 
+static int index_emails_txn(MDB_txn *txn, void *ctx)
+{
+    struct daemon *d = ctx;
+
+    return rf_referrers_index_emails(txn, d->store);
+}
+
 /* Records the loaded tenants in the store, for the command line's
  * "unknown tenant" check. A short transaction on the loop thread; LMDB
  * queues it behind the writer thread's commit, if one is running. */
@@ -674,6 +682,12 @@ static int start_parts(struct daemon *d)
         return rc;
     }
     note_tenants(d);
+    rc = rf_store_write(d->store, index_emails_txn, d);
+    if (rc != 0) {
+        rf_log_error("store", RF_NOF, "cannot index referrers' emails: %s",
+                     rf_strerror(rc));
+        return rc;
+    }
     d->writer = rf_writer_start(&d->loop, d->store, cfg->commit, 0);
     if (d->writer == NULL) {
         return RF_ENOMEM;

@@ -16,7 +16,14 @@
 static const char *const db_names[RF_DB_COUNT] = {
     "meta", "events", "dedup", "kv", "outcomes", "zoho", "outbox",
     "outbox_due", "outbox_keys", "referrers", "codes", "audit",
-    "referrals", "people", "links", "counters"};
+    "referrals", "people", "links", "counters", "referrer_emails"};
+
+/* Databases added to schema 1 later: created by the daemon's next start; a
+ * read-only open of a store it has not opened yet goes on without them. */
+static int added_later(int db)
+{
+    return db == RF_DB_REFERRER_EMAILS;
+}
 
 struct rf_store {
     MDB_env *env;
@@ -127,6 +134,12 @@ static int open_dbs(struct rf_store *st, char *err, size_t errlen)
     for (int i = 0; i < RF_DB_COUNT; i++) {
         mrc = mdb_dbi_open(txn, db_names[i], writable ? MDB_CREATE : 0,
                            &st->dbi[i]);
+        if (mrc == MDB_NOTFOUND && added_later(i)) {
+            /* Aliased to meta, where no key of it (they hold a NUL)
+             * exists: lookups find nothing. */
+            st->dbi[i] = st->dbi[RF_DB_META];
+            continue;
+        }
         if (mrc == MDB_NOTFOUND) {
             snprintf(err, errlen, "no referee store here (no '%s' database)",
                      db_names[i]);

@@ -2,6 +2,7 @@
 #include "referee/referrers.h"
 #include "referee/audit.h"
 #include "referee/error.h"
+#include "referee/referrals.h"
 #include "referee/tenant.h"
 
 #include <stdio.h>
@@ -169,6 +170,100 @@ static int set_string(cJSON *o, const char *name, const char *value)
     return cJSON_AddStringToObject(o, name, value) ? 1 : -1;
 }
 
+#define EMAIL_KEY_MAX (RF_TENANT_ID_MAX + 1 + RF_EMAIL_MAX)
+
+/* tenant \0 folded email, the email index's key; 0 when `email` is not
+ * an address. */
+static size_t email_key(unsigned char *k, const char *tenant,
+                        const char *email)
+{
+    char folded[RF_EMAIL_MAX + 1];
+    size_t tlen = strlen(tenant), flen;
+
+    if (email == NULL || rf_email_fold(email, folded) != 0) {
+        return 0;
+    }
+    flen = strlen(folded);
+    if (tlen + 1 + flen > EMAIL_KEY_MAX) {
+        return 0;
+    }
+    memcpy(k, tenant, tlen);
+    k[tlen] = 0;
+    memcpy(k + tlen + 1, folded, flen);
+    return tlen + 1 + flen;
+}
+
+/* Indexes `email` to contact_id unless another referrer has it first. */
+static int index_email(MDB_txn *txn, const struct rf_store *st,
+                       const char *tenant, const char *email,
+                       const char *contact_id)
+{
+    unsigned char k[EMAIL_KEY_MAX];
+    MDB_val key = {email_key(k, tenant, email), k},
+            val = {strlen(contact_id), (void *)contact_id};
+    int mrc;
+
+    if (key.mv_size == 0) {
+        return 0;
+    }
+    mrc = mdb_put(txn, rf_store_dbi(st, RF_DB_REFERRER_EMAILS), &key, &val,
+                  MDB_NOOVERWRITE);
+    return mrc == MDB_KEYEXIST ? 0 : rf_store_rc(mrc);
+}
+
+/* Removes `email` from the index if it names contact_id. */
+static int unindex_email(MDB_txn *txn, const struct rf_store *st,
+                         const char *tenant, const char *email,
+                         const char *contact_id)
+{
+    unsigned char k[EMAIL_KEY_MAX];
+    MDB_val key = {email_key(k, tenant, email), k}, val;
+    MDB_dbi dbi = rf_store_dbi(st, RF_DB_REFERRER_EMAILS);
+    int mrc;
+
+    if (key.mv_size == 0) {
+        return 0;
+    }
+    mrc = mdb_get(txn, dbi, &key, &val);
+    if (mrc == MDB_NOTFOUND || (mrc == 0 &&
+                                (val.mv_size != strlen(contact_id) ||
+                                 memcmp(val.mv_data, contact_id,
+                                        val.mv_size) != 0))) {
+        return 0;
+    }
+    if (mrc == 0) {
+        mrc = mdb_del(txn, dbi, &key, NULL);
+    }
+    return rf_store_rc(mrc);
+}
+
+int rf_referrer_by_email(MDB_txn *txn, const struct rf_store *st,
+                         const char *tenant, const char *folded,
+                         char *contact_id, size_t idlen)
+{
+    unsigned char k[EMAIL_KEY_MAX];
+    size_t tlen = strlen(tenant), flen = strlen(folded);
+    MDB_val key = {tlen + 1 + flen, k}, val;
+    int mrc;
+
+    if (tlen + 1 + flen > EMAIL_KEY_MAX) {
+        return RF_ENOTFOUND;
+    }
+    memcpy(k, tenant, tlen);
+    k[tlen] = 0;
+    memcpy(k + tlen + 1, folded, flen);
+    mrc = mdb_get(txn, rf_store_dbi(st, RF_DB_REFERRER_EMAILS), &key, &val);
+    if (mrc != 0) {
+        return mrc == MDB_NOTFOUND ? RF_ENOTFOUND : rf_store_rc(mrc);
+    }
+    if (val.mv_size >= idlen) {
+        return RF_ESTORE;
+    }
+    memcpy(contact_id, val.mv_data, val.mv_size);
+    contact_id[val.mv_size] = '\0';
+    return 0;
+}
+
 static int put_referrer(MDB_txn *txn, const struct rf_store *st,
                         const unsigned char *key, size_t klen, cJSON *r)
 {
@@ -182,12 +277,27 @@ static int refresh(MDB_txn *txn, const struct rf_store *st,
                    size_t klen, cJSON *r, char code[RF_CODE_LEN + 1])
 {
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(r, "code");
-    int changed = 0, n;
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(r, "email");
+    char old[RF_EMAIL_MAX + 1] = "";
+    int changed = 0, n, rc;
 
     if (!cJSON_IsString(c) || strlen(c->valuestring) != RF_CODE_LEN) {
         return RF_ESTORE;
     }
     memcpy(code, c->valuestring, RF_CODE_LEN + 1);
+    if (cJSON_IsString(e)) {
+        snprintf(old, sizeof(old), "%s", e->valuestring);
+    }
+    if (in->email != NULL && strcmp(old, in->email) != 0) {
+        rc = unindex_email(txn, st, in->tenant, old, in->contact_id);
+        if (rc == 0) {
+            rc = index_email(txn, st, in->tenant, in->email,
+                             in->contact_id);
+        }
+        if (rc != 0) {
+            return rc;
+        }
+    }
     if ((n = set_string(r, "email", in->email)) < 0 ||
         (changed |= n, n = set_string(r, "name", in->name)) < 0) {
         return RF_ENOMEM;
@@ -255,6 +365,9 @@ int rf_referrer_enrol(MDB_txn *txn, const struct rf_store *st,
         return RF_ENOMEM;
     }
     rc = put_referrer(txn, st, key, klen, r);
+    if (rc == 0) {
+        rc = index_email(txn, st, in->tenant, in->email, in->contact_id);
+    }
     if (rc != 0) {
         cJSON_Delete(r);
         return rc;
@@ -303,5 +416,55 @@ int rf_referrers_each(MDB_txn *txn, const struct rf_store *st,
         }
     }
     mdb_cursor_close(cur);
+    return rc;
+}
+
+#define EMAILS_INDEXED "referrer_emails_indexed"
+
+int rf_referrers_index_emails(MDB_txn *txn, const struct rf_store *st)
+{
+    MDB_val done = {sizeof(EMAILS_INDEXED) - 1, (void *)EMAILS_INDEXED},
+            one = {1, (void *)"1"}, k, v;
+    MDB_cursor *cur = NULL;
+    int rc = 0, mrc;
+
+    mrc = mdb_get(txn, rf_store_dbi(st, RF_DB_META), &done, &v);
+    if (mrc != MDB_NOTFOUND) {
+        return rf_store_rc(mrc); /* 0: built before */
+    }
+    mrc = mdb_cursor_open(txn, rf_store_dbi(st, RF_DB_REFERRERS), &cur);
+    if (mrc != 0) {
+        return rf_store_rc(mrc);
+    }
+    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0 && rc == 0;
+         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        const char *key = k.mv_data, *nul = memchr(key, 0, k.mv_size);
+        char tenant[RF_TENANT_ID_MAX + 1], contact[KEY_MAX + 1];
+        cJSON *r;
+
+        if (nul == NULL || (size_t)(nul - key) > RF_TENANT_ID_MAX) {
+            continue;
+        }
+        snprintf(tenant, sizeof(tenant), "%.*s", (int)(nul - key), key);
+        snprintf(contact, sizeof(contact), "%.*s",
+                 (int)(k.mv_size - (size_t)(nul - key) - 1), nul + 1);
+        r = cJSON_ParseWithLength(v.mv_data, v.mv_size);
+        if (r != NULL) {
+            const cJSON *e = cJSON_GetObjectItemCaseSensitive(r, "email");
+
+            if (cJSON_IsString(e)) {
+                rc = index_email(txn, st, tenant, e->valuestring, contact);
+            }
+            cJSON_Delete(r);
+        }
+    }
+    mdb_cursor_close(cur);
+    if (rc == 0 && mrc != MDB_NOTFOUND) {
+        rc = rf_store_rc(mrc);
+    }
+    if (rc == 0) {
+        rc = rf_store_rc(mdb_put(txn, rf_store_dbi(st, RF_DB_META), &done,
+                                 &one, 0));
+    }
     return rc;
 }

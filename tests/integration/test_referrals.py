@@ -285,6 +285,28 @@ class ReferralsTest(DaemonTestCase):
                              "https://go.acme.example/r/" + r["code"])
             self.assertEqual(r["link"], c["Referral_Link"])
 
+    def test_a_synced_referrer_who_joins_gets_their_code(self):
+        d = self.start()
+        before = self.referrers(d)
+        ana = before[0]
+        r = d.request("POST", "/t/acme/join",
+                      json.dumps({"email": "  " + ana["email"].upper()}),
+                      {"Content-Type": "application/json"})
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(r.json()["code"], ana["code"])
+        self.assertEqual(len(self.referrers(d)), len(before))
+        # The index survives a restart, and a new address still enrols.
+        d.restart()
+        r = d.request("POST", "/t/acme/join",
+                      json.dumps({"email": ana["email"]}),
+                      {"Content-Type": "application/json"})
+        self.assertEqual((r.status, r.json()["code"]), (200, ana["code"]))
+        r = d.request("POST", "/t/acme/join",
+                      json.dumps({"email": "newcomer@example.com"}),
+                      {"Content-Type": "application/json"})
+        self.assertEqual(r.status, 201, r.body)
+        self.assertEqual(len(self.referrers(d)), len(before) + 1)
+
     def test_signed_posts_and_the_rate_limit(self):
         d = self.start(rate=3)
         ana = self.referrers(d)[0]

@@ -133,6 +133,98 @@ struct capture_ctx {
     struct rf_capture_out out;
 };
 
+/* The contact id the email index gives for `email` ("" when none). */
+static const char *by_email(struct fixture *f, const char *tenant,
+                            const char *email)
+{
+    static char contact[RF_CONTACT_ID_MAX + 1];
+    char folded[RF_EMAIL_MAX + 1];
+    MDB_txn *txn;
+    int rc;
+
+    assert_int_equal(rf_email_fold(email, folded), 0);
+    assert_int_equal(rf_store_read_begin(f->st, &txn), 0);
+    rc = rf_referrer_by_email(txn, f->st, tenant, folded, contact,
+                              sizeof(contact));
+    rf_store_read_end(f->st, txn);
+    if (rc == RF_ENOTFOUND) {
+        return "";
+    }
+    assert_int_equal(rc, 0);
+    return contact;
+}
+
+/* Empties the index and its "built" mark, as in a store written before
+ * the index existed. */
+static int forget_index(MDB_txn *txn, void *arg)
+{
+    MDB_val done = {sizeof("referrer_emails_indexed") - 1,
+                    "referrer_emails_indexed"};
+    int rc;
+
+    (void)arg;
+    assert_int_equal(mdb_drop(txn, rf_store_dbi(current_store,
+                                                RF_DB_REFERRER_EMAILS),
+                              0),
+                     0);
+    rc = mdb_del(txn, rf_store_dbi(current_store, RF_DB_META), &done, NULL);
+    return rc == 0 || rc == MDB_NOTFOUND ? 0 : RF_ESTORE;
+}
+
+static int drop_index_only(MDB_txn *txn, void *arg)
+{
+    (void)arg;
+    return mdb_drop(txn, rf_store_dbi(current_store, RF_DB_REFERRER_EMAILS),
+                    0) == 0
+               ? 0
+               : RF_ESTORE;
+}
+
+static int do_index(MDB_txn *txn, void *arg)
+{
+    (void)arg;
+    return rf_referrers_index_emails(txn, current_store);
+}
+
+/* Sign-ups find an existing referrer by email through an index kept by
+ * enrolment: folded, per tenant, the first referrer keeps an address, a
+ * changed email moves, and a store without the index gets it built. */
+static void test_email_index(void **state)
+{
+    struct fixture *f = *state;
+    struct enrol_ctx ana = {"acme", "100", "Ana@Example.com", "", 0};
+    struct enrol_ctx twin = {"acme", "101", "ana+x@example.com", "", 0};
+    struct enrol_ctx bo = {"acme", "102", "bo@example.com", "", 0};
+    struct enrol_ctx other = {"globex", "200", "ana@example.com", "", 0};
+    struct enrol_ctx moved = {"acme", "102", "bo.new@example.com", "", 0};
+
+    enrol(f, &ana);
+    enrol(f, &twin);
+    enrol(f, &bo);
+    enrol(f, &other);
+    assert_string_equal(by_email(f, "acme", "ANA@example.com"), "100");
+    assert_string_equal(by_email(f, "globex", "ana@example.com"), "200");
+    assert_string_equal(by_email(f, "acme", "bo@example.com"), "102");
+    assert_string_equal(by_email(f, "acme", "kim@example.com"), "");
+    enrol(f, &moved); /* Zoho changed Bo's email */
+    assert_false(moved.created);
+    assert_string_equal(by_email(f, "acme", "bo@example.com"), "");
+    assert_string_equal(by_email(f, "acme", "bo.new@example.com"), "102");
+
+    current_store = f->st;
+    assert_int_equal(rf_store_write(f->st, forget_index, NULL), 0);
+    assert_string_equal(by_email(f, "acme", "ana@example.com"), "");
+    assert_int_equal(rf_store_write(f->st, do_index, NULL), 0);
+    /* Rebuilt in contact-id order: 100 comes before its twin 101. */
+    assert_string_equal(by_email(f, "acme", "ana@example.com"), "100");
+    assert_string_equal(by_email(f, "acme", "bo.new@example.com"), "102");
+    assert_string_equal(by_email(f, "globex", "ana@example.com"), "200");
+    /* Built once per store: with the mark set, no second scan. */
+    assert_int_equal(rf_store_write(f->st, drop_index_only, NULL), 0);
+    assert_int_equal(rf_store_write(f->st, do_index, NULL), 0);
+    assert_string_equal(by_email(f, "acme", "ana@example.com"), "");
+}
+
 static int do_capture(MDB_txn *txn, void *arg)
 {
     struct capture_ctx *c = arg;
@@ -406,6 +498,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_links, setup, teardown),
         cmocka_unit_test_setup_teardown(test_signed_posts_are_answered_once,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_email_index, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
