@@ -81,6 +81,11 @@ return {
         plugin = "giftcard", amount = 20, currency = "EUR", email = email },
     } }
     if email:find("^review") then out.review = "big deal" end
+    if email:find("^crm") then
+      table.insert(out.actions, { kind = "crm_update", rule = "mark_lead",
+        module = "Leads", id = referral.crm.id,
+        fields = { Description = "reward for referral " .. referral.id } })
+    end
     if email:find("^hold") then out.hold_days = 4 / 86400 end
     return out
   end,
@@ -246,6 +251,31 @@ class RewardsTest(DaemonTestCase):
         wait_until(lambda: "clawback" in self.audit(d, rid), scale(10),
                    "clawback audited", interval=0.2)
         self.assertTrue(self.referral(d, rid)["reversed"])
+
+    def test_a_crm_update_action_writes_the_record_once(self):
+        d = self.start()
+        rid = self.refer(d, "crm-lee@example.com")
+        lead_id = self.referral(d, rid)["crm"]["id"]
+        self.set_leads(d, [rid], "Qualified")
+        wait_until(lambda: len(self.referral(d, rid).get("rewards", [])) == 3,
+                   scale(30), "three actions settled", interval=0.2)
+        lead = self.zoho_api("GET", "Leads/%s" % lead_id)["data"][0]
+        self.assertEqual(lead["Description"], "reward for referral %d" % rid)
+        self.assertEqual(lead["Lead_Status"], "Qualified")
+        by_rule = {x["rule"]: x for x in self.referral(d, rid)["rewards"]}
+        self.assertEqual(sorted(by_rule), ["friend_giftcard", "mark_lead",
+                                           "referrer_giftcard"])
+        # The write is one of the lead's versions: a restart and a poll do
+        # not send it again, and the milestone does not fire twice.
+        modified = lead["Modified_Time"]
+        d.kill()
+        d.start()
+        d.send_signal(signal.SIGHUP)
+        time.sleep(scale(2))
+        lead = self.zoho_api("GET", "Leads/%s" % lead_id)["data"][0]
+        self.assertEqual(lead["Modified_Time"], modified)
+        self.assertEqual(self.audit(d, rid).count("qualified"), 1)
+        self.assertEqual(len(self.provider()["paid"]), 2)
 
     def test_review_approve_and_reject(self):
         d = self.start()
