@@ -15,15 +15,12 @@
 
 #include <lauxlib.h>
 
+#include "api_crm.h"
 #include "call.h"
 
-#define NAME_LEN_MAX 100 /* a Zoho API name */
-#define FIELDS_MAX 50    /* names in `fields` (Zoho's limit) */
-#define TEXT_MAX 4096    /* a fields list, criteria, a scratch buffer */
-#define VALUES_MAX 100   /* operands over all search conditions */
-#define NAMES_MAX 10     /* duplicate_check_fields, trigger */
-#define LIST_DEFAULT 200 /* records crm.list returns unless told */
-#define LIST_MAX 2000    /* and at most */
+#define NAMES_MAX 10              /* duplicate_check_fields, trigger */
+#define LIST_DEFAULT 200          /* records crm.list returns unless told */
+#define LIST_MAX 2000             /* and at most */
 #define LIST_BYTES_MAX (8u << 20) /* record text crm.list keeps, roughly */
 #define WRITE_MAX 1000            /* records per crm.upsert (10 calls) */
 #define SAFE_DIGITS 1e15          /* integers from here on read as strings */
@@ -431,343 +428,6 @@ static void on_written(const struct rf_zoho_write_result *res, void *arg)
     op_end(arg, push_written, res);
 }
 
-/* --- arguments ---------------------------------------------------------- */
-
-static int api_name_ok(const char *s, size_t len)
-{
-    if (len == 0 || len > NAME_LEN_MAX) {
-        return 0;
-    }
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              (c >= '0' && c <= '9') || c == '_')) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
-/* The string at `idx` when it is an API name (its length in *len), else
- * NULL. */
-static const char *name_at(lua_State *L, int idx, size_t *len)
-{
-    const char *s;
-
-    if (lua_type(L, idx) != LUA_TSTRING) {
-        return NULL;
-    }
-    s = lua_tolstring(L, idx, len);
-    return api_name_ok(s, *len) ? s : NULL;
-}
-
-/* The module name at `idx`; raises unless it is an API name. */
-static const char *check_module(lua_State *L, int idx, const char *fn)
-{
-    size_t len = 0;
-    const char *s = name_at(L, idx, &len);
-
-    if (s == NULL) {
-        luaL_error(L,
-                   "%s: module must be a Zoho API name such as "
-                   "\"Contacts\" (letters, digits, _)",
-                   fn);
-    }
-    return s;
-}
-
-/* A record id at `idx` (digits, or an integer) into out; raises if not. */
-static void check_id(lua_State *L, int idx, const char *fn,
-                     char out[RF_ZOHO_ID_MAX])
-{
-    size_t len = 0;
-    const char *s = NULL;
-
-    if (lua_isinteger(L, idx) && lua_tointeger(L, idx) > 0) {
-        snprintf(out, RF_ZOHO_ID_MAX, "%lld", (long long)lua_tointeger(L, idx));
-        return;
-    }
-    if (lua_type(L, idx) == LUA_TSTRING) {
-        s = lua_tolstring(L, idx, &len);
-    }
-    if (s == NULL || len == 0 || len >= RF_ZOHO_ID_MAX ||
-        strspn(s, "0123456789") != len) {
-        luaL_error(L, "%s: id must be a record id, a string of digits", fn);
-    }
-    memcpy(out, s, len + 1);
-}
-
-/* The options table at `idx`: nil or a table (then its index). */
-static int check_opts(lua_State *L, int idx, const char *fn)
-{
-    if (lua_isnoneornil(L, idx)) {
-        return 0;
-    }
-    if (lua_type(L, idx) != LUA_TTABLE) {
-        luaL_error(L, "%s: options must be a table", fn);
-    }
-    return lua_absindex(L, idx);
-}
-
-/* Appends API name `s` to out (used bytes *n, room TEXT_MAX) after `sep`;
- * raises when it is not a name or does not fit. */
-static void add_name(lua_State *L, const char *fn, const char *what,
-                     const char *s, size_t len, char *out, size_t *n,
-                     const char *sep)
-{
-    if (!api_name_ok(s, len)) {
-        luaL_error(L, "%s: %s must hold Zoho API names", fn, what);
-    }
-    if (*n + strlen(sep) + len + 1 > TEXT_MAX) {
-        luaL_error(L, "%s: %s is too long", fn, what);
-    }
-    *n += (size_t)snprintf(out + *n, TEXT_MAX - *n, "%s%.*s", *n ? sep : "",
-                           (int)len, s);
-}
-
-/* opts.fields, a list of names or "A,B,C", as "A,B,C" in out; NULL when
- * absent (raises when required). */
-static const char *read_fields(lua_State *L, int opts, const char *fn,
-                               int required, char out[TEXT_MAX])
-{
-    int type = opts ? lua_getfield(L, opts, "fields") : LUA_TNIL;
-    size_t n = 0, len;
-    lua_Integer count = 0;
-
-    out[0] = '\0';
-    if (type == LUA_TSTRING) {
-        const char *s = lua_tolstring(L, -1, &len), *end = s + len;
-
-        for (count = 0; s <= end; count++) {
-            size_t part = strcspn(s, ",");
-
-            add_name(L, fn, "fields", s, part, out, &n, ",");
-            s += part + 1;
-        }
-    } else if (type == LUA_TTABLE) {
-        count = (lua_Integer)lua_rawlen(L, -1);
-        for (lua_Integer i = 1; i <= count && count <= FIELDS_MAX; i++) {
-            const char *s;
-
-            lua_rawgeti(L, -1, i);
-            s = name_at(L, -1, &len);
-            add_name(L, fn, "fields", s ? s : "", s ? len : 0, out, &n, ",");
-            lua_pop(L, 1);
-        }
-    } else if (type != LUA_TNIL) {
-        luaL_error(L, "%s: fields must be a list of API names", fn);
-    } else {
-        count = 0;
-    }
-    if (count > FIELDS_MAX || (required && count == 0)) {
-        luaL_error(L,
-                   "%s: fields must name 1 to %d fields (Zoho requires "
-                   "them here)",
-                   fn, FIELDS_MAX);
-    }
-    if (opts) {
-        lua_pop(L, 1);
-    }
-    return count ? out : NULL;
-}
-
-/* An integer option in [lo, hi], or `dflt` when absent. */
-static lua_Integer read_int(lua_State *L, int opts, const char *fn,
-                            const char *key, lua_Integer lo, lua_Integer hi,
-                            lua_Integer dflt)
-{
-    lua_Integer v = dflt;
-    int type = opts ? lua_getfield(L, opts, key) : LUA_TNIL;
-
-    if (type != LUA_TNIL) {
-        if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < lo ||
-            lua_tointeger(L, -1) > hi) {
-            luaL_error(L, "%s: %s must be an integer from %d to %d", fn, key,
-                       (int)lo, (int)hi);
-        }
-        v = lua_tointeger(L, -1);
-    }
-    if (opts) {
-        lua_pop(L, 1);
-    }
-    return v;
-}
-
-/* A string option that must be one of `allowed`, or NULL when absent. */
-static const char *read_choice(lua_State *L, int opts, const char *fn,
-                               const char *key, const char *const *allowed,
-                               const char *hint)
-{
-    const char *s = NULL;
-
-    if (opts && lua_getfield(L, opts, key) != LUA_TNIL) {
-        for (const char *const *a = allowed; s == NULL && *a; a++) {
-            if (lua_type(L, -1) == LUA_TSTRING &&
-                strcmp(lua_tostring(L, -1), *a) == 0) {
-                s = *a;
-            }
-        }
-        if (s == NULL) {
-            luaL_error(L, "%s: %s must be %s", fn, key, hint);
-        }
-    }
-    if (opts) {
-        lua_pop(L, 1);
-    }
-    return s;
-}
-
-/* --- search criteria ----------------------------------------------------- */
-
-/* Conditions, names and operands copied out of Lua. */
-struct crit {
-    struct rf_zoho_cond conds[RF_ZOHO_CRITERIA_MAX];
-    const char *vals[VALUES_MAX];
-    size_t nvals;
-    char text[TEXT_MAX];
-    size_t used;
-};
-
-/* Copies text into c->text; raises when it is full. */
-static const char *crit_keep(lua_State *L, struct crit *c, const char *s,
-                             size_t len)
-{
-    char *at = c->text + c->used;
-
-    if (c->used + len + 1 > sizeof(c->text)) {
-        luaL_error(L, "crm.search: criteria too long");
-    }
-    memcpy(at, s, len);
-    at[len] = '\0';
-    c->used += len + 1;
-    return at;
-}
-
-/* The operand at the top of the stack as text: strings as they are,
- * numbers in full, booleans, json.null as Zoho's ${EMPTY}. */
-static void crit_value(lua_State *L, struct crit *c, int cond)
-{
-    char buf[48];
-    const char *s = buf;
-    size_t len;
-
-    if (lua_type(L, -1) == LUA_TSTRING) {
-        s = lua_tolstring(L, -1, &len);
-        if (strlen(s) != len) {
-            luaL_error(L, "crm.search: condition %d: a value holds a NUL",
-                       cond);
-        }
-    } else if (lua_isinteger(L, -1)) {
-        len = (size_t)snprintf(buf, sizeof(buf), "%lld",
-                               (long long)lua_tointeger(L, -1));
-    } else if (lua_type(L, -1) == LUA_TNUMBER &&
-               isfinite(lua_tonumber(L, -1))) {
-        len = (size_t)snprintf(buf, sizeof(buf), "%.15g",
-                               (double)lua_tonumber(L, -1));
-    } else if (lua_type(L, -1) == LUA_TBOOLEAN) {
-        s = lua_toboolean(L, -1) ? "true" : "false";
-        len = strlen(s);
-    } else if (lua_type(L, -1) == LUA_TLIGHTUSERDATA &&
-               lua_touserdata(L, -1) == NULL) {
-        s = "${EMPTY}";
-        len = strlen(s);
-    } else {
-        luaL_error(L,
-                   "crm.search: condition %d: values must be strings, "
-                   "numbers, booleans or json.null",
-                   cond);
-    }
-    if (c->nvals == VALUES_MAX) {
-        luaL_error(L, "crm.search: at most %d values in all conditions",
-                   VALUES_MAX);
-    }
-    c->vals[c->nvals++] = crit_keep(L, c, s, len);
-}
-
-/* Reads {field, operator, value or {values}} at the top of the stack. */
-static void crit_cond(lua_State *L, struct crit *c, int i)
-{
-    struct rf_zoho_cond *k = &c->conds[i - 1];
-    size_t len = 0;
-    const char *s;
-
-    if (lua_type(L, -1) != LUA_TTABLE) {
-        luaL_error(L,
-                   "crm.search: condition %d must be "
-                   "{field, operator, value}",
-                   i);
-    }
-    for (int j = 1; j <= 2; j++) {
-        lua_rawgeti(L, -1, j);
-        if ((s = name_at(L, -1, &len)) == NULL) {
-            luaL_error(L, "crm.search: condition %d: the %s must be a name", i,
-                       j == 1 ? "field" : "operator");
-        }
-        *(j == 1 ? &k->field : &k->op) = crit_keep(L, c, s, len);
-        lua_pop(L, 1);
-    }
-    k->values = &c->vals[c->nvals];
-    if (lua_rawgeti(L, -1, 3) == LUA_TTABLE) { /* a list of values */
-        lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
-
-        for (lua_Integer j = 1; j <= n; j++) {
-            lua_rawgeti(L, -1, j);
-            crit_value(L, c, i);
-            lua_pop(L, 1);
-        }
-    } else {
-        crit_value(L, c, i);
-    }
-    k->nvalues = (size_t)(&c->vals[c->nvals] - k->values);
-    if (k->nvalues == 0) {
-        luaL_error(L, "crm.search: condition %d has no value", i);
-    }
-    lua_pop(L, 1);
-}
-
-/* Criteria at `idx` into out: raw Zoho text, or a list of conditions
- * joined by `and` (`join = "or"` for or), escaped by rf_zoho_criteria. */
-static void read_criteria(lua_State *L, int idx, struct crit *c,
-                          char out[TEXT_MAX])
-{
-    static const char *const joins[] = {"and", "or", NULL};
-    const char *join;
-    size_t len = 0, n;
-    int rc;
-
-    if (lua_type(L, idx) == LUA_TSTRING) {
-        const char *s = lua_tolstring(L, idx, &len);
-
-        if (len == 0 || len >= TEXT_MAX) {
-            luaL_error(L, "crm.search: criteria text must be 1 to %d bytes",
-                       TEXT_MAX - 1);
-        }
-        memcpy(out, s, len + 1);
-        return;
-    }
-    n = lua_type(L, idx) == LUA_TTABLE ? lua_rawlen(L, idx) : 0;
-    if (n == 0 || n > RF_ZOHO_CRITERIA_MAX) {
-        luaL_error(L,
-                   "crm.search: criteria must be Zoho's text or a list "
-                   "of 1 to %d {field, operator, value}",
-                   RF_ZOHO_CRITERIA_MAX);
-    }
-    for (size_t i = 1; i <= n; i++) {
-        lua_rawgeti(L, idx, (lua_Integer)i);
-        crit_cond(L, c, (int)i);
-        lua_pop(L, 1);
-    }
-    join =
-        read_choice(L, idx, "crm.search", "join", joins, "\"and\" or \"or\"");
-    rc = rf_zoho_criteria(c->conds, n, join && strcmp(join, "or") == 0, out,
-                          TEXT_MAX);
-    if (rc != 0) {
-        luaL_error(L, "crm.search: criteria %s",
-                   rc == RF_ETOOBIG ? "too long" : "not valid");
-    }
-}
-
 /* --- starting calls ------------------------------------------------------ */
 
 /* The tenant's connection, or NULL after pushing the failure. */
@@ -820,14 +480,14 @@ static int op_wait(lua_State *L, struct op *op, int rc)
 static int l_get(lua_State *L)
 {
     struct rf_call *c = rf__call_check(L, "crm.get");
-    const char *module = check_module(L, 1, "crm.get");
+    const char *module = rf__crm_check_module(L, 1, "crm.get");
     char id[RF_ZOHO_ID_MAX], fbuf[TEXT_MAX];
-    int opts = check_opts(L, 3, "crm.get");
-    const char *fields = read_fields(L, opts, "crm.get", 0, fbuf);
+    int opts = rf__crm_check_opts(L, 3, "crm.get");
+    const char *fields = rf__crm_read_fields(L, opts, "crm.get", 0, fbuf);
     struct rf_zoho *z;
     struct op *op;
 
-    check_id(L, 2, "crm.get", id);
+    rf__crm_check_id(L, 2, "crm.get", id);
     if ((z = connection(L, c)) == NULL) {
         return 3;
     }
@@ -839,19 +499,21 @@ static int l_get(lua_State *L)
 static int l_search(lua_State *L)
 {
     struct rf_call *c = rf__call_check(L, "crm.search");
-    const char *module = check_module(L, 1, "crm.search");
-    int opts = check_opts(L, 3, "crm.search");
+    const char *module = rf__crm_check_module(L, 1, "crm.search");
+    int opts = rf__crm_check_opts(L, 3, "crm.search");
     char fbuf[TEXT_MAX], criteria[TEXT_MAX];
-    const char *fields = read_fields(L, opts, "crm.search", 0, fbuf);
-    lua_Integer page = read_int(L, opts, "crm.search", "page", 1, 1000000, 1);
-    lua_Integer per = read_int(L, opts, "crm.search", "per_page", 1,
-                               RF_ZOHO_PER_PAGE_MAX, RF_ZOHO_PER_PAGE_MAX);
+    const char *fields = rf__crm_read_fields(L, opts, "crm.search", 0, fbuf);
+    lua_Integer page =
+        rf__crm_read_int(L, opts, "crm.search", "page", 1, 1000000, 1);
+    lua_Integer per =
+        rf__crm_read_int(L, opts, "crm.search", "per_page", 1,
+                         RF_ZOHO_PER_PAGE_MAX, RF_ZOHO_PER_PAGE_MAX);
     struct crit *crit = lua_newuserdatauv(L, sizeof(*crit), 0);
     struct rf_zoho *z;
     struct op *op;
 
     memset(crit, 0, sizeof(*crit));
-    read_criteria(L, 2, crit, criteria);
+    rf__crm_read_criteria(L, 2, crit, criteria);
     if ((z = connection(L, c)) == NULL) {
         return 3;
     }
@@ -897,22 +559,23 @@ static int l_list(lua_State *L)
                                         NULL};
     static const char *const orders[] = {"asc", "desc", NULL};
     struct rf_call *c = rf__call_check(L, "crm.list");
-    struct rf_zoho_list_opts o = {.module = check_module(L, 1, "crm.list")};
-    int opts = check_opts(L, 2, "crm.list");
+    struct rf_zoho_list_opts o = {.module =
+                                      rf__crm_check_module(L, 1, "crm.list")};
+    int opts = rf__crm_check_opts(L, 2, "crm.list");
     char fbuf[TEXT_MAX];
     const char *order;
     struct rf_zoho *z;
     struct op *op;
 
-    o.fields = read_fields(L, opts, "crm.list", 1, fbuf);
-    o.sort_by = read_choice(L, opts, "crm.list", "sort_by", sorts,
-                            "id, Created_Time or Modified_Time");
-    order =
-        read_choice(L, opts, "crm.list", "sort_order", orders, "asc or desc");
+    o.fields = rf__crm_read_fields(L, opts, "crm.list", 1, fbuf);
+    o.sort_by = rf__crm_read_choice(L, opts, "crm.list", "sort_by", sorts,
+                                    "id, Created_Time or Modified_Time");
+    order = rf__crm_read_choice(L, opts, "crm.list", "sort_order", orders,
+                                "asc or desc");
     o.desc = order != NULL && strcmp(order, "desc") == 0;
     o.modified_since = read_since(L, opts);
-    o.max_records =
-        (size_t)read_int(L, opts, "crm.list", "max", 1, LIST_MAX, LIST_DEFAULT);
+    o.max_records = (size_t)rf__crm_read_int(L, opts, "crm.list", "max", 1,
+                                             LIST_MAX, LIST_DEFAULT);
     o.per_page = o.max_records < RF_ZOHO_PER_PAGE_MAX ? (unsigned)o.max_records
                                                       : RF_ZOHO_PER_PAGE_MAX;
     if ((z = connection(L, c)) == NULL) {
@@ -991,7 +654,7 @@ static int read_names(lua_State *L, int opts, const char *fn, const char *key,
         const char *s;
 
         lua_rawgeti(L, -1, i);
-        if ((s = name_at(L, -1, &len)) == NULL) {
+        if ((s = rf__crm_name_at(L, -1, &len)) == NULL) {
             luaL_error(L, "%s: %s must hold Zoho API names", fn, key);
         }
         memcpy(text + used, s, len + 1); /* NAMES_MAX x 101 < TEXT_MAX */
@@ -1049,9 +712,10 @@ static int start_write(lua_State *L, struct rf_call *c,
 static int l_upsert(lua_State *L)
 {
     struct rf_call *c = rf__call_check(L, "crm.upsert");
-    struct rf_zoho_write_opts o = {.module = check_module(L, 1, "crm.upsert"),
+    struct rf_zoho_write_opts o = {.module =
+                                       rf__crm_check_module(L, 1, "crm.upsert"),
                                    .op = RF_ZOHO_UPSERT};
-    int opts = check_opts(L, 3, "crm.upsert");
+    int opts = rf__crm_check_opts(L, 3, "crm.upsert");
     const char *trig[NAMES_MAX], *dup[NAMES_MAX];
     char ttext[TEXT_MAX], dtext[TEXT_MAX];
     int ndup =
@@ -1068,14 +732,15 @@ static int l_upsert(lua_State *L)
 static int l_update(lua_State *L)
 {
     struct rf_call *c = rf__call_check(L, "crm.update");
-    struct rf_zoho_write_opts o = {.module = check_module(L, 1, "crm.update"),
+    struct rf_zoho_write_opts o = {.module =
+                                       rf__crm_check_module(L, 1, "crm.update"),
                                    .op = RF_ZOHO_UPDATE};
-    int opts = check_opts(L, 4, "crm.update");
+    int opts = rf__crm_check_opts(L, 4, "crm.update");
     const char *trig[NAMES_MAX];
     char id[RF_ZOHO_ID_MAX], ttext[TEXT_MAX];
     struct guard *g;
 
-    check_id(L, 2, "crm.update", id);
+    rf__crm_check_id(L, 2, "crm.update", id);
     read_trigger(L, opts, "crm.update", &o, trig, ttext);
     g = read_records(L, 3, "crm.update", 0);
     cJSON_DeleteItemFromObjectCaseSensitive(g->tree, "id");
