@@ -37,6 +37,8 @@ struct rf_sync_tenant_stats {
     uint64_t polls, poll_failures, records, enrolled, hook_failures;
     uint64_t notifications;
     uint64_t credits_used, credits_budget;
+    uint64_t busy; /* polls, fetches by id and record sets not yet
+                      committed: 0 when the sync has nothing under way */
     unsigned concurrency;
     int64_t last_poll_ms; /* end of the last poll that caught up; 0: none */
     char last_error[160];

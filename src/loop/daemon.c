@@ -158,6 +158,7 @@ static void zoho_metrics(struct daemon *d, struct rf_http_req *req,
         S("referee_zoho_notifications_total", "counter", notifications),
         S("referee_zoho_credits_used", "gauge", credits_used),
         S("referee_zoho_credits_budget", "gauge", credits_budget),
+        S("referee_zoho_busy", "gauge", busy),
 #undef S
     };
     size_t n = d->sync ? rf_sync_stats(d->sync, NULL, 0) : 0, len = hlen;

@@ -289,6 +289,7 @@ static void refresh_stats(uv_timer_t *timer)
             ts->st.credits_budget = zs.credits_budget;
             ts->st.concurrency = zs.concurrency;
         }
+        ts->st.busy = (uint64_t)ts->polling + (uint64_t)ts->inflight;
         snap[i] = ts->st;
     }
     pthread_mutex_lock(&s->mu);

@@ -44,6 +44,7 @@ struct tsync {
     char tenant[RF_TENANT_ID_MAX + 1];
     uv_timer_t timer;
     int polling;   /* module polls running */
+    int inflight;  /* fetches by id and record sets under way */
     int gone;      /* the tenant or its zoho settings went away */
     int closing;
     int may_retry; /* the retry list may hold records (else skip deletes) */
@@ -141,7 +142,11 @@ const char *rf__sync_converted_of(const char *module);
 
 void rf__sync_schedule(struct tsync *ts, uint64_t ms);
 
+/* A record set for ts (counted as under way until freed). */
 struct work *rf__sync_work_new(struct tsync *ts, const char *module);
+
+/* Frees a record set that never started. Accepts NULL. */
+void rf__sync_work_discard(struct work *w);
 
 void rf__sync_start_work(struct tsync *ts, struct work *w);
 

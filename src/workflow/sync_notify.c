@@ -14,6 +14,13 @@ struct fetch {
     void *done_arg;
 };
 
+/* A fetch is counted as under way (ts->inflight) until freed. */
+static void fetch_free(struct fetch *f)
+{
+    f->ts->inflight--;
+    free(f);
+}
+
 static void finish_native(struct tsync *ts, rf_engine_done_cb done,
                           void *arg, int rc, const char *error)
 {
@@ -38,7 +45,7 @@ static void on_fetched(const struct rf_zoho_result *res, void *arg)
                                  f->module),
                     "cannot fetch records: %s", res->error);
         finish_native(f->ts, f->done, f->done_arg, res->rc, res->error);
-        free(f);
+        fetch_free(f);
         return;
     }
     w = rf__sync_work_new(f->ts, f->module);
@@ -48,9 +55,9 @@ static void on_fetched(const struct rf_zoho_result *res, void *arg)
                      : cJSON_CreateArray();
     if (w == NULL || data == NULL || !cJSON_IsArray(data)) {
         cJSON_Delete(data);
-        free(w);
+        rf__sync_work_discard(w);
         finish_native(f->ts, f->done, f->done_arg, RF_ENOMEM, "out of memory");
-        free(f);
+        fetch_free(f);
         return;
     }
     w->owned = data;
@@ -59,7 +66,7 @@ static void on_fetched(const struct rf_zoho_result *res, void *arg)
     w->force = f->force;
     w->done = f->done;
     w->done_arg = f->done_arg;
-    free(f);
+    fetch_free(f);
     rf__sync_start_work(w->ts, w);
 }
 
@@ -89,6 +96,7 @@ int rf__sync_fetch(struct tsync *ts, const char *module, const char *ids,
         return RF_ENOMEM;
     }
     f->ts = ts;
+    ts->inflight++;
     snprintf(f->module, sizeof(f->module), "%s", module);
     f->retry = retry;
     f->force = force;
@@ -104,7 +112,7 @@ int rf__sync_fetch(struct tsync *ts, const char *module, const char *ids,
         rc = rf_zoho_request(z, &rq, on_fetched, f);
     }
     if (rc != 0) {
-        free(f);
+        fetch_free(f);
     }
     return rc;
 }

@@ -81,6 +81,7 @@ static void work_free(struct work *w)
     free(w->code_field);
     free(w->link_field);
     cJSON_Delete(w->owned);
+    w->ts->inflight--;
     free(w);
 }
 
@@ -468,8 +469,17 @@ struct work *rf__sync_work_new(struct tsync *ts, const char *module)
 
     if (w != NULL) {
         w->ts = ts;
+        ts->inflight++;
         snprintf(w->module, sizeof(w->module), "%s", module);
     }
     return w;
+}
+
+void rf__sync_work_discard(struct work *w)
+{
+    if (w != NULL) {
+        w->ts->inflight--;
+        free(w);
+    }
 }
 

@@ -271,6 +271,16 @@ class ZohoSyncTest(DaemonTestCase):
         self.assertGreater(metric("referee_zoho_credits_used"), 0)
         # Enterprise edition, `users` not set: 50,000 credits a day.
         self.assertEqual(metric("referee_zoho_credits_budget"), 50000)
+        # Nothing under way once caught up; a poll that Zoho holds up is.
+        wait_until(lambda: metric("referee_zoho_busy") == 0, scale(5),
+                   "sync idle")
+        sim_call(self.sim, "POST", "/_sim/faults",
+                 {"slow": {"ms": 3000, "count": 3}})
+        d.send_signal(signal.SIGHUP)  # a reload polls at once
+        wait_until(lambda: metric("referee_zoho_busy") > 0, scale(3),
+                   "a slow poll under way", interval=0.1)
+        wait_until(lambda: metric("referee_zoho_busy") == 0, scale(15),
+                   "sync idle again", interval=0.2)
 
 
 if __name__ == "__main__":
