@@ -83,6 +83,19 @@ int rf_referral_capture(MDB_txn *txn, const struct rf_store *st,
 int rf_referral_get(MDB_txn *txn, const struct rf_store *st,
                     const char *tenant, uint64_t id, cJSON **out);
 
+/* Reads referral `id` and, when it names one, its referrer (NULL when it
+ * has none or the referrer is gone), in one read transaction; for a hook
+ * that receives both. The caller frees both. Returns 0, RF_ENOTFOUND or
+ * RF_ESTORE. */
+int rf_referral_with_referrer(struct rf_store *st, const char *tenant,
+                              uint64_t id, cJSON **referral,
+                              cJSON **referrer);
+
+/* The arguments of a hook called as hook(referral, referrer): an array of
+ * the two, referrer null when NULL. Takes both (freed on failure too).
+ * NULL when out of memory. */
+cJSON *rf_referral_hook_args(cJSON *referral, cJSON *referrer);
+
 /* Writes a referral back (its "id" names it). Returns 0 or an RF_E* code. */
 int rf_referral_put(MDB_txn *txn, const struct rf_store *st,
                     const char *tenant, const cJSON *referral);

@@ -326,8 +326,7 @@ static void map_one(struct rf_mapping *m, const char *tenant, uint64_t id,
     const struct rf_tenant *t = rf_engine_tenant(m->e, tenant);
     cJSON *r = NULL, *referrer = NULL, *args;
     struct capture_call *cc;
-    MDB_txn *txn;
-    const char *status, *who;
+    const char *status;
     char event[32];
     int rc;
 
@@ -335,16 +334,7 @@ static void map_one(struct rf_mapping *m, const char *tenant, uint64_t id,
         answer(done, done_arg, 0, NULL, t ? t->version : NULL);
         return; /* without a capture hook a referral stays accepted */
     }
-    rc = rf_store_read_begin(m->st, &txn);
-    if (rc == 0) {
-        rc = rf_referral_get(txn, m->st, tenant, id, &r);
-        who = str(r, "referrer");
-        if (rc == 0 && who != NULL &&
-            rf_referrer_get(txn, m->st, tenant, who, &referrer) != 0) {
-            referrer = NULL;
-        }
-        rf_store_read_end(m->st, txn);
-    }
+    rc = rf_referral_with_referrer(m->st, tenant, id, &r, &referrer);
     status = str(r, "status");
     if (rc != 0 || status == NULL || strcmp(status, "accepted") != 0) {
         cJSON_Delete(r);
@@ -353,18 +343,14 @@ static void map_one(struct rf_mapping *m, const char *tenant, uint64_t id,
                rc ? rf_strerror(rc) : NULL, t->version);
         return;
     }
-    args = cJSON_CreateArray();
+    args = rf_referral_hook_args(r, referrer);
     cc = calloc(1, sizeof(*cc));
     if (args == NULL || cc == NULL) {
         cJSON_Delete(args);
-        cJSON_Delete(r);
-        cJSON_Delete(referrer);
         free(cc);
         answer(done, done_arg, RF_ENOMEM, "out of memory", t->version);
         return;
     }
-    cJSON_AddItemToArray(args, r);
-    cJSON_AddItemToArray(args, referrer ? referrer : cJSON_CreateNull());
     cc->m = m;
     snprintf(cc->tenant, sizeof(cc->tenant), "%s", tenant);
     cc->id = id;

@@ -88,6 +88,47 @@ int rf_referral_get(MDB_txn *txn, const struct rf_store *st,
     return *out ? 0 : RF_ESTORE;
 }
 
+int rf_referral_with_referrer(struct rf_store *st, const char *tenant,
+                              uint64_t id, cJSON **referral, cJSON **referrer)
+{
+    MDB_txn *txn;
+    const cJSON *who;
+    int rc = rf_store_read_begin(st, &txn);
+
+    *referral = *referrer = NULL;
+    if (rc != 0) {
+        return rc;
+    }
+    rc = rf_referral_get(txn, st, tenant, id, referral);
+    who = cJSON_GetObjectItemCaseSensitive(*referral, "referrer");
+    if (rc == 0 && cJSON_IsString(who) &&
+        rf_referrer_get(txn, st, tenant, who->valuestring, referrer) != 0) {
+        *referrer = NULL;
+    }
+    rf_store_read_end(st, txn);
+    return rc;
+}
+
+cJSON *rf_referral_hook_args(cJSON *referral, cJSON *referrer)
+{
+    cJSON *args = cJSON_CreateArray();
+    cJSON *second = referrer ? referrer : cJSON_CreateNull();
+
+    if (args == NULL || referral == NULL || second == NULL ||
+        !cJSON_AddItemToArray(args, referral)) {
+        cJSON_Delete(args);
+        cJSON_Delete(referral);
+        cJSON_Delete(second);
+        return NULL;
+    }
+    if (!cJSON_AddItemToArray(args, second)) {
+        cJSON_Delete(args); /* frees the referral with it */
+        cJSON_Delete(second);
+        return NULL;
+    }
+    return args;
+}
+
 int rf_referral_put(MDB_txn *txn, const struct rf_store *st,
                     const char *tenant, const cJSON *referral)
 {

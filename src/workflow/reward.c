@@ -180,27 +180,6 @@ static void on_hook(const struct rf_hook_result *res, void *arg)
 }
 
 /* Reads referral `id` and its referrer. Returns 0 or an RF_E* code. */
-static int read_referral(struct rf_reward *r, const char *tenant, uint64_t id,
-                         cJSON **ref, cJSON **referrer)
-{
-    MDB_txn *txn;
-    const char *who;
-    int rc = rf_store_read_begin(r->st, &txn);
-
-    *ref = *referrer = NULL;
-    if (rc != 0) {
-        return rc;
-    }
-    rc = rf_referral_get(txn, r->st, tenant, id, ref);
-    who = str(*ref, "referrer");
-    if (rc == 0 && who != NULL &&
-        rf_referrer_get(txn, r->st, tenant, who, referrer) != 0) {
-        *referrer = NULL;
-    }
-    rf_store_read_end(r->st, txn);
-    return rc;
-}
-
 /* Runs the reward hook for referral `id` when a step is due. */
 static void decide_one(struct rf_reward *r, const char *tenant, uint64_t id,
                        rf_engine_done_cb done, void *done_arg)
@@ -216,7 +195,7 @@ static void decide_one(struct rf_reward *r, const char *tenant, uint64_t id,
         answer(done, done_arg, 0, NULL, t ? t->version : NULL);
         return; /* without a reward hook a referral stays qualified */
     }
-    rc = read_referral(r, tenant, id, &ref, &referrer);
+    rc = rf_referral_with_referrer(r->st, tenant, id, &ref, &referrer);
     if (rc != 0 || !rf_reward_due(ref, t->version, &phase)) {
         cJSON_Delete(ref);
         cJSON_Delete(referrer);
@@ -224,18 +203,14 @@ static void decide_one(struct rf_reward *r, const char *tenant, uint64_t id,
                rc && rc != RF_ENOTFOUND ? rf_strerror(rc) : NULL, t->version);
         return;
     }
-    args = cJSON_CreateArray();
+    args = rf_referral_hook_args(ref, referrer);
     hc = calloc(1, sizeof(*hc));
     if (args == NULL || hc == NULL) {
         cJSON_Delete(args);
-        cJSON_Delete(ref);
-        cJSON_Delete(referrer);
         free(hc);
         answer(done, done_arg, RF_ENOMEM, "out of memory", t->version);
         return;
     }
-    cJSON_AddItemToArray(args, ref);
-    cJSON_AddItemToArray(args, referrer ? referrer : cJSON_CreateNull());
     *hc = (struct hook_call){
         .r = r, .id = id, .phase = phase, .done = done, .done_arg = done_arg};
     snprintf(hc->tenant, sizeof(hc->tenant), "%s", tenant);
