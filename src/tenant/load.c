@@ -21,6 +21,8 @@
 
 #define SECRET_FILE_MAX 4096
 #define TENANT_DIR_KEY "rf.tenant.dir"
+#define ENV_PREFIX_KEY "rf.tenant.env_prefix"
+#define LOADING_KEY "rf.tenant.loading"
 
 static const char *const known_keys[] = {"sources", "allowed_hosts",
                                          "limits", "zoho", "program", NULL};
@@ -151,10 +153,56 @@ static int l_file(lua_State *L)
     return 1;
 }
 
-static struct rf_sandbox *tenant_sandbox(const char *dir,
+/* env(NAME) for tenant scripts: one tenant must not read another's
+ * secrets, nor the operator's (an admin token), so only variables named
+ * with the tenant's prefix (tenant "acme-eu": ACME_EU_...), and only while
+ * tenant.lua loads: settings and plugins take their secrets then, and a
+ * hook cannot go looking later. */
+static int l_tenant_env(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1), *prefix, *v;
+
+    lua_getfield(L, LUA_REGISTRYINDEX, LOADING_KEY);
+    if (!lua_toboolean(L, -1)) {
+        return luaL_error(L, "env() works only while tenant.lua loads; "
+                             "read %s into a local there",
+                          name);
+    }
+    lua_getfield(L, LUA_REGISTRYINDEX, ENV_PREFIX_KEY);
+    prefix = lua_tostring(L, -1);
+    if (prefix == NULL || strncmp(name, prefix, strlen(prefix)) != 0) {
+        return luaL_error(L, "env(): a tenant reads only variables whose "
+                             "name starts with %s, not %s",
+                          prefix ? prefix : "its id", name);
+    }
+    v = getenv(name);
+    if (v == NULL) {
+        return luaL_error(L, "environment variable %s is not set", name);
+    }
+    lua_pushstring(L, v);
+    return 1;
+}
+
+/* The prefix of the variables tenant `id` may read: upper case, '-' as
+ * '_', then '_'. */
+static void env_prefix(const char *id, char *out, size_t n)
+{
+    size_t i = 0;
+
+    for (; id[i] && i + 2 < n; i++) {
+        char c = id[i];
+
+        out[i] = c == '-' ? '_' : (c >= 'a' && c <= 'z') ? (char)(c - 32) : c;
+    }
+    out[i++] = '_';
+    out[i] = '\0';
+}
+
+static struct rf_sandbox *tenant_sandbox(const char *dir, const char *id,
                                          const struct rf_tenant_env *env,
                                          size_t mem_max, unsigned cpu_ms)
 {
+    char prefix[RF_TENANT_ID_MAX + 2];
     struct rf_sandbox_limits lim = {mem_max, cpu_ms,
                                     env ? env->plugin_path : NULL};
     struct rf_sandbox *sb = rf_sandbox_new(&lim, RF_SANDBOX_REQUIRE);
@@ -164,7 +212,12 @@ static struct rf_sandbox *tenant_sandbox(const char *dir,
         return NULL;
     }
     L = rf_sandbox_state(sb);
-    rf_reader_add_env(L);
+    env_prefix(id, prefix, sizeof(prefix));
+    lua_pushstring(L, prefix);
+    lua_setfield(L, LUA_REGISTRYINDEX, ENV_PREFIX_KEY);
+    lua_pushboolean(L, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, LOADING_KEY);
+    lua_register(L, "env", l_tenant_env);
     lua_pushstring(L, dir);
     lua_setfield(L, LUA_REGISTRYINDEX, TENANT_DIR_KEY);
     lua_register(L, "file", l_file);
@@ -472,7 +525,7 @@ static int load_once(struct rf_tenant *t, const char *path,
                      unsigned cpu, struct rf_sandbox **out, char *err,
                      size_t errlen)
 {
-    struct rf_sandbox *sb = tenant_sandbox(t->dir, env, mem, cpu);
+    struct rf_sandbox *sb = tenant_sandbox(t->dir, t->id, env, mem, cpu);
     struct rf_reader r;
     int rc;
 
@@ -481,6 +534,8 @@ static int load_once(struct rf_tenant *t, const char *path,
         return RF_ENOMEM;
     }
     rc = rf_sandbox_run_file(sb, path, err, errlen);
+    lua_pushboolean(rf_sandbox_state(sb), 0); /* env() closes */
+    lua_setfield(rf_sandbox_state(sb), LUA_REGISTRYINDEX, LOADING_KEY);
     if (rc == 0) {
         rc = rf_reader_init(&r, rf_sandbox_state(sb), path);
         if (rc == 0) {

@@ -194,6 +194,27 @@ static void test_http_inside_pcall(void **state)
     expect_json(&o, "[true,201,\"4876000000945492576\"]");
 }
 
+/* env() closes when tenant.lua has loaded: a hook cannot go looking for
+ * secrets, not even its own; a value read at load stays usable. */
+static void test_env_only_while_loading(void **state)
+{
+    struct outcome o;
+
+    setenv("ENVY_TOKEN", "t0ken", 1);
+    write_tenant("envy", "  milestone = (function()\n"
+                         "    local tok, get = env('ENVY_TOKEN'), env\n"
+                         "    return function(rec)\n"
+                         "      local ok, err = pcall(get, 'ENVY_TOKEN')\n"
+                         "      return { tok, ok, err }\n"
+                         "    end\n"
+                         "  end)(),");
+    load("envy");
+    call("envy", "milestone", "{}", &o);
+    expect_json(&o, "[\"t0ken\",false,\"env() works only while "
+                    "tenant.lua loads; read ENVY_TOKEN into a local "
+                    "there\"]");
+}
+
 static void test_calls_interleave(void **state)
 {
     struct outcome a, b;
@@ -504,6 +525,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_http_inside_pcall),
+        cmocka_unit_test(test_env_only_while_loading),
         cmocka_unit_test(test_calls_interleave),
         cmocka_unit_test(test_wall_deadline),
         cmocka_unit_test(test_reload_keeps_calls_in_flight),

@@ -210,6 +210,33 @@ static void test_file_secret_stays_inside(void **state)
                  "tenant folder");
 }
 
+/* A tenant reads only its own variables (its id in upper case, '-' as
+ * '_', then '_'): not another tenant's, not the operator's. */
+static void test_env_reads_only_the_tenants_own(void **state)
+{
+    struct rf_tenant *t;
+    char err[2048];
+
+    setenv("E1_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", 1);
+    setenv("E_3_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", 1);
+    setenv("RF_TEST_ADMIN_TOKEN", "operator-only-0123456789", 1);
+    write_file("e1", "tenant.lua",
+               "return { sources = { s = { secret = env('E1_SECRET') } } }\n");
+    assert_int_equal(load("e1", &t, err), 0);
+    rf_tenant_free(t);
+    write_file("e-3", "tenant.lua",
+               "return { sources = { s = { secret = env('E_3_SECRET') } } }\n");
+    assert_int_equal(load("e-3", &t, err), 0);
+    rf_tenant_free(t);
+    expect_error("e2", "local t = env('RF_TEST_ADMIN_TOKEN')\nreturn {}\n",
+                 RF_ESCRIPT,
+                 "1: env(): a tenant reads only variables whose name starts "
+                 "with E2_, not RF_TEST_ADMIN_TOKEN");
+    expect_error("e4", "return { x = env('E1_SECRET') }\n", RF_ESCRIPT,
+                 "1: env(): a tenant reads only variables whose name starts "
+                 "with E4_, not E1_SECRET");
+}
+
 static void test_registry_reload_one(void **state)
 {
     struct rf_tenants *ts = NULL;
@@ -578,6 +605,7 @@ int main(void)
         cmocka_unit_test(test_errors_name_line),
         cmocka_unit_test(test_settings_read_without_metamethods),
         cmocka_unit_test(test_file_secret_stays_inside),
+        cmocka_unit_test(test_env_reads_only_the_tenants_own),
         cmocka_unit_test(test_registry_reload_one),
         cmocka_unit_test(test_registry_loaded),
         cmocka_unit_test(test_sighup_keeps_good_version_of_broken_tenant),
