@@ -183,6 +183,17 @@ static void on_reply(const struct rf_hook_result *res, void *arg)
     struct item *it = arg;
     struct rf_dispatch *d = it->d;
 
+    if (res->rc == RF_ESTOPPING) {
+        /* Cut short by a stop, not failed: without an outcome the event
+         * runs at the next start. */
+        rf_log_info("dispatch", RF_F("tenant", it->tenant),
+                    "event %llu stopped before its hook ended; it runs at "
+                    "the next start",
+                    (unsigned long long)it->seq);
+        settled(d, it->q);
+        free(it);
+        return;
+    }
     if (res->rc == 0) {
         d->stats.done++;
     } else {

@@ -265,8 +265,44 @@ static void on_work_written(struct rf_write_job *wj)
     work_free(w);
 }
 
+/* Whether a stop cut one of the set's hook calls short. */
+static int interrupted(const struct work *w)
+{
+    for (size_t i = 0; i < w->n; i++) {
+        if (w->d[i].rc == RF_ESTOPPING) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* A set a stop cut short is not committed, so that its records are read
+ * again at the next start (a poll's cursor stays where it was) rather
+ * than counted as failed and left for the retry list. */
+static void abandon(struct work *w)
+{
+    rf_log_info("sync", RF_F("tenant", w->ts->tenant, "module", w->module),
+                "stopped before its hooks ended; %zu records are read "
+                "again at the next start",
+                w->n);
+    if (w->batch != NULL) {
+        rf_zoho_batch_done(w->batch, RF_ESTOPPING, 0);
+    }
+    if (w->done != NULL) {
+        struct rf_hook_result res = {RF_ESTOPPING, "the engine is stopping",
+                                     "null", w->version, NULL};
+
+        w->done(&res, w->done_arg);
+    }
+    work_free(w);
+}
+
 static void commit(struct work *w)
 {
+    if (interrupted(w)) {
+        abandon(w);
+        return;
+    }
     w->wj.run = run_work;
     w->wj.done = on_work_written;
     rf_writer_submit(w->ts->s->writer, &w->wj);

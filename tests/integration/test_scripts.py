@@ -4,8 +4,10 @@ on a broken edit and switches on a good one without losing an event, a
 runaway script fails alone while other tenants and intake go on, and
 failed events run again once the script is fixed."""
 
+import http.server
 import json
 import re
+import socket
 import threading
 import time
 import unittest
@@ -28,6 +30,19 @@ return {
   on_order = function(ev)
     if ev.json.spin then while true do pcall(function() end) end end
     return { id = ev.json.id }
+  end,
+}
+"""
+
+WAITING = """
+return {
+  allowed_hosts = { { host = "127.0.0.1", port = %(port)d, http = true,
+                      private = true } },
+  sources = { orders = { id = "json:id", hook = "on_order" } },
+  on_order = function(ev)
+    local r = assert(http.request{ url = "http://127.0.0.1:%(port)d/",
+                                   timeout_ms = 60000 })
+    return { id = ev.json.id, status = r.status }
   end,
 }
 """
@@ -179,6 +194,43 @@ class ScriptsTest(DaemonTestCase):
         out = self.wait_outcomes(d, "shop", ["r1", "r2"])
         self.assertEqual(out["r1"]["status"], "done")
         self.assertEqual(out["r2"]["status"], "done")
+
+    def test_events_a_stop_cuts_short_run_at_the_next_start(self):
+        # A server that takes connections and never answers: the hooks
+        # wait on it when the daemon is told to stop.
+        mute = socket.socket()
+        mute.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(16)
+        port = mute.getsockname()[1]
+        d = self.daemon(tenants=(), extra_tenants={
+            "shop": WAITING % {"port": port}},
+            config="return { limits = { drain_ms = 300 } }\n")
+        self.post_order(d, "shop", "w1")
+        self.post_order(d, "shop", "w2")
+        time.sleep(scale(1))  # both hooks are waiting on the mute server
+        d.stop()
+        self.assertEqual(outcomes(d, "shop"), {"w1": None, "w2": None})
+        mute.close()
+        # The same script, now with a server that answers.
+
+        class Ok(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        srv = http.server.HTTPServer(("127.0.0.1", port), Ok)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        self.addCleanup(srv.server_close)
+        self.addCleanup(srv.shutdown)
+        d.start()
+        out = self.wait_outcomes(d, "shop", ["w1", "w2"])
+        self.assertEqual({k: v["status"] for k, v in out.items()},
+                         {"w1": "done", "w2": "done"})
 
 
 if __name__ == "__main__":
