@@ -37,10 +37,21 @@ void rf_api_publish(lua_State *L, const char *name);
 void rf_api_set_context(lua_State *L, const char *tenant, const char *hook,
                         const char *event);
 
+/* The most text rf_api_to_json() builds a tree for. */
+#define RF_API_JSON_TEXT_MAX ((size_t)8 << 20)
+
 /* Converts the Lua value at `idx` to cJSON. Returns NULL and pushes nothing
  * on failure, writing the reason into err (a cycle, a function, NaN, depth
- * over 100). Caller owns the result; free with cJSON_Delete(). */
+ * over 100, a string with a zero byte or not UTF-8, text over
+ * RF_API_JSON_TEXT_MAX). Integers past 2^53 keep every digit (as raw
+ * number items). Inside a
+ * call, a CPU or memory limit hit meanwhile raises that limit's error.
+ * Caller owns the result; free with cJSON_Delete(). */
 cJSON *rf_api_to_json(lua_State *L, int idx, char *err, size_t errlen);
+
+/* rf_api_to_json() with its own limit on the text, in bytes. */
+cJSON *rf_api_to_json_max(lua_State *L, int idx, size_t max, char *err,
+                          size_t errlen);
 
 /* Pushes a cJSON value as Lua (objects and arrays keep their kind through a
  * metatable, null becomes json.null). Returns 0, or -1 when the stack or

@@ -2,6 +2,7 @@
  * their kind through metatables; json.null stands for null; integers with
  * more than 15 digits are kept as strings so CRM ids never lose digits. */
 #include "referee/script_api.h"
+#include "referee/utf8.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -9,6 +10,8 @@
 #include <string.h>
 
 #include <lauxlib.h>
+
+#include "internal.h"
 
 #define ARRAY_MT "rf.json.array"
 #define OBJECT_MT "rf.json.object"
@@ -208,7 +211,43 @@ struct enc {
     lua_State *L;
     char *err;
     size_t errlen;
+    struct rf_sandbox *sb; /* NULL for a state of the host's own */
+    size_t size, max;      /* the text so far, roughly, and its limit */
+    int limit;             /* a sandbox limit stopped the call */
 };
+
+/* Each value costs its text and a little for punctuation: how encoding
+ * stays within `max` before the text exists, and checks the call's CPU
+ * budget on the way (count hooks never run inside C). 0, or -1 with the
+ * reason in e->err. */
+static int account(struct enc *e, size_t text)
+{
+    e->size += text + 4;
+    if (e->sb != NULL && e->sb->limit != RF__LIMIT_NONE) {
+        e->limit = 1;
+        snprintf(e->err, e->errlen, "stopped by a limit");
+        return -1;
+    }
+    if (e->size > e->max) {
+        snprintf(e->err, e->errlen, "the text would be over %zu KiB",
+                 e->max >> 10);
+        return -1;
+    }
+    return 0;
+}
+
+/* A Lua string as JSON text needs strict UTF-8 and no zero byte (the
+ * tree below keeps C strings, which would cut it there). */
+static const char *string_problem(const char *s, size_t len)
+{
+    if (memchr(s, 0, len) != NULL) {
+        return "a string with a zero byte cannot be encoded";
+    }
+    if (!rf_utf8_valid(s, len)) {
+        return "a string that is not UTF-8 cannot be encoded";
+    }
+    return NULL;
+}
 
 static cJSON *to_json(struct enc *e, int idx, int depth);
 
@@ -288,7 +327,20 @@ static cJSON *object_to_json(struct enc *e, int idx, int depth)
         cJSON *item;
 
         if (lua_type(L, -2) == LUA_TSTRING) {
-            key = lua_tostring(L, -2);
+            size_t klen;
+            const char *why;
+
+            key = lua_tolstring(L, -2, &klen);
+            why = string_problem(key, klen);
+            if (why == NULL && account(e, klen) != 0) {
+                why = e->err;
+            }
+            if (why != NULL) {
+                snprintf(e->err, e->errlen, "%s", why);
+                lua_pop(L, 2);
+                cJSON_Delete(obj);
+                return NULL;
+            }
         } else if (lua_isinteger(L, -2)) {
             snprintf(numkey, sizeof(numkey), "%lld",
                      (long long)lua_tointeger(L, -2));
@@ -314,8 +366,15 @@ static cJSON *to_json(struct enc *e, int idx, int depth)
     lua_State *L = e->L;
     int kind;
 
+    size_t len;
+    const char *s, *why;
+
     if (depth > RF_API_JSON_DEPTH_MAX || !lua_checkstack(L, 6)) {
         return fail(e, "nested deeper than 100 levels (a cycle?)");
+    }
+    if (account(e, lua_type(L, idx) == LUA_TSTRING ? lua_rawlen(L, idx) : 0)
+        != 0) {
+        return NULL;
     }
     switch (lua_type(L, idx)) {
     case LUA_TNIL:
@@ -327,10 +386,25 @@ static cJSON *to_json(struct enc *e, int idx, int depth)
     case LUA_TBOOLEAN:
         return cJSON_CreateBool(lua_toboolean(L, idx));
     case LUA_TSTRING:
-        return cJSON_CreateString(lua_tostring(L, idx));
+        s = lua_tolstring(L, idx, &len);
+        why = string_problem(s, len);
+        return why ? fail(e, why) : cJSON_CreateString(s);
     case LUA_TNUMBER:
         if (!lua_isinteger(L, idx) && !isfinite(lua_tonumber(L, idx))) {
             return fail(e, "cannot encode NaN or infinity");
+        }
+        if (lua_isinteger(L, idx)) {
+            lua_Integer i = lua_tointeger(L, idx);
+            char digits[24];
+
+            /* A double holds every integer up to 2^53; past that the
+             * digits go into the text as they are (a raw item, which
+             * cJSON_IsNumber does not count: such integers are ids, not
+             * amounts). */
+            if (i > (1LL << 53) || i < -(1LL << 53)) {
+                snprintf(digits, sizeof(digits), "%lld", (long long)i);
+                return cJSON_CreateRaw(digits);
+            }
         }
         return cJSON_CreateNumber(lua_tonumber(L, idx));
     case LUA_TTABLE:
@@ -346,11 +420,23 @@ static cJSON *to_json(struct enc *e, int idx, int depth)
     }
 }
 
+cJSON *rf_api_to_json_max(lua_State *L, int idx, size_t max, char *err,
+                          size_t errlen)
+{
+    struct enc e = {L, err, errlen, rf__sandbox_of(L), 0, max, 0};
+    cJSON *v = to_json(&e, lua_absindex(L, idx), 0);
+
+    if (v == NULL && e.limit) {
+        /* Only while a call runs (a limit is set then alone): raise the
+         * limit's own error, with its place, as Lua code would. */
+        rf__sandbox_check(L, e.sb);
+    }
+    return v;
+}
+
 cJSON *rf_api_to_json(lua_State *L, int idx, char *err, size_t errlen)
 {
-    struct enc e = {L, err, errlen};
-
-    return to_json(&e, lua_absindex(L, idx), 0);
+    return rf_api_to_json_max(L, idx, RF_API_JSON_TEXT_MAX, err, errlen);
 }
 
 /* --- the module --------------------------------------------------------- */

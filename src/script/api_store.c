@@ -129,7 +129,7 @@ static int queue_write(lua_State *L, int del)
 
     if (!del) {
         luaL_checkany(L, 2);
-        v = rf_api_to_json(L, 2, err, sizeof(err));
+        v = rf_api_to_json_max(L, 2, VALUE_MAX, err, sizeof(err));
         if (v == NULL) {
             return luaL_error(L, "store.put: %s", err);
         }

@@ -52,6 +52,29 @@ static const struct lua_case cases[] = {
      "local ok, err = pcall(json.encode, t)\n"
      "return tostring(ok) .. ' ' .. err:match('nested deeper.*')",
      "false nested deeper than 100 levels (a cycle?)"},
+    {"a zero byte is refused, not cut",
+     "local ok, err = pcall(json.encode, 'a\\0b')\n"
+     "local ok2, err2 = pcall(json.encode, {['x\\0y'] = 1})\n"
+     "return err:match('a string with a zero.*') .. '|' ..\n"
+     "       err2:match('a string with a zero.*')",
+     "a string with a zero byte cannot be encoded|"
+     "a string with a zero byte cannot be encoded"},
+    {"bytes that are not UTF-8 are refused",
+     "local ok, err = pcall(json.encode, {s = 'x\\255y'})\n"
+     "return err:match('a string that is not.*')",
+     "a string that is not UTF-8 cannot be encoded"},
+    {"integers past 2^53 keep every digit",
+     "return json.encode({9007199254740993, math.maxinteger,\n"
+     "                    -9007199254740993, 12345})",
+     "[9007199254740993,9223372036854775807,-9007199254740993,12345]"},
+    {"text over 8 MiB is refused before it is built",
+     "local inner = {}\n"
+     "for i = 1, 1000 do inner[i] = string.rep('x', 1024) end\n"
+     "local t = {}\n"
+     "for i = 1, 600 do t[i] = inner end\n"
+     "local ok, err = pcall(json.encode, t)\n"
+     "return err:match('the text would be.*')",
+     "the text would be over 8192 KiB"},
     {"functions refused",
      "local ok, err = pcall(json.encode, {f = function() end})\n"
      "return err:match('cannot encode a function') or err",
