@@ -179,6 +179,13 @@ static int probe_listeners(const struct rf_config *cfg)
     const char *name[2] = {"setting 'listen'", "setting 'admin.listen'"};
     char err[256];
 
+    if (addr[1] != NULL && strcmp(addr[0], addr[1]) == 0 &&
+        strcmp(strrchr(addr[0], ':'), ":0") != 0) {
+        fprintf(stderr, "referee: %s: %s is also the address of %s\n",
+                where[1][0] ? where[1] : name[1], addr[1],
+                where[0][0] ? where[0] : name[0]);
+        return 2;
+    }
     for (int i = 0; i < 2; i++) {
         if (addr[i] != NULL &&
             rf_config_probe_listen(addr[i], err, sizeof(err)) != 0) {

@@ -37,4 +37,10 @@ struct rf_json_problem {
 int rf_json_check(const char *s, size_t len, unsigned depth_max,
                   struct rf_json_problem *p);
 
+/* rf_json_check(), refusing also \u0000 escapes: for bodies whose strings
+ * are read into C strings (cJSON's), where a zero character would cut
+ * them silently. */
+int rf_json_check_text(const char *s, size_t len, unsigned depth_max,
+                       struct rf_json_problem *p);
+
 #endif

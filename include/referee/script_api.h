@@ -37,6 +37,14 @@ void rf_api_publish(lua_State *L, const char *name);
 void rf_api_set_context(lua_State *L, const char *tenant, const char *hook,
                         const char *event);
 
+/* Parses a request body that is read field by field (referrals, sign-ups,
+ * the admin API): strict JSON in strict UTF-8, no \u0000 (it would cut a
+ * C string), nested at most RF_API_JSON_DEPTH_MAX, and every object naming
+ * each member once. NULL with a sentence in err when it is not that (or
+ * out of memory). Caller frees. */
+cJSON *rf_api_parse_body(const char *text, size_t len, char *err,
+                         size_t errlen);
+
 /* The most text rf_api_to_json() builds a tree for. */
 #define RF_API_JSON_TEXT_MAX ((size_t)8 << 20)
 

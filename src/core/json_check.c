@@ -12,6 +12,7 @@ struct scan {
     unsigned depth, depth_max;
     int rc;             /* RF_EPARSE or RF_ELIMIT once failed */
     const char *reason; /* why, once failed */
+    int no_nul;         /* refuse \u0000 (the text goes into C strings) */
 };
 
 static int value(struct scan *sc);
@@ -130,6 +131,11 @@ static int unicode_escape(struct scan *sc)
     }
     if (unit >= 0xDC00 && unit <= 0xDFFF) {
         return fail(sc, RF_EPARSE, "an unpaired surrogate escape");
+    }
+    if (unit == 0 && sc->no_nul) {
+        sc->i -= 6; /* at the backslash */
+        return fail(sc, RF_EPARSE, "a \\u0000 escape (text here cannot "
+                                   "hold a zero character)");
     }
     if (unit < 0xD800 || unit > 0xDBFF) {
         return 0;
@@ -305,10 +311,10 @@ static int value(struct scan *sc)
     }
 }
 
-int rf_json_check(const char *s, size_t len, unsigned depth_max,
-                  struct rf_json_problem *p)
+static int check(const char *s, size_t len, unsigned depth_max, int no_nul,
+                 struct rf_json_problem *p)
 {
-    struct scan sc = {s, len, 0, 0, depth_max, 0, NULL};
+    struct scan sc = {s, len, 0, 0, depth_max, 0, NULL, no_nul};
 
     if (sc.depth_max > RF_JSON_CHECK_DEPTH_LIMIT) {
         sc.depth_max = RF_JSON_CHECK_DEPTH_LIMIT;
@@ -331,4 +337,16 @@ int rf_json_check(const char *s, size_t len, unsigned depth_max,
         p->reason = sc.reason ? sc.reason : "";
     }
     return sc.rc;
+}
+
+int rf_json_check(const char *s, size_t len, unsigned depth_max,
+                  struct rf_json_problem *p)
+{
+    return check(s, len, depth_max, 0, p);
+}
+
+int rf_json_check_text(const char *s, size_t len, unsigned depth_max,
+                       struct rf_json_problem *p)
+{
+    return check(s, len, depth_max, 1, p);
 }

@@ -200,7 +200,7 @@ static int read_body(struct rf_join *j, struct rf_http_req *req,
     body = rf_http_body(req, &len);
     o = ct && strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0
             ? rf_form_decode(body, len)
-            : rf_api_parse_json(body, len, err, sizeof(err));
+            : rf_api_parse_body(body, len, err, sizeof(err));
     email = cJSON_GetObjectItemCaseSensitive(o, "email");
     name = cJSON_GetObjectItemCaseSensitive(o, "name");
     if (!cJSON_IsObject(o) || (name && !cJSON_IsString(name)) ||

@@ -8,6 +8,7 @@
 #include "referee/referrers.h"
 #include "referee/report.h"
 #include "referee/reward.h"
+#include "referee/script_api.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -363,17 +364,21 @@ static void after_work(uv_work_t *uw, int status)
     }
 }
 
-/* {"reason": "..."} of a rejection. Returns 0 or -1. */
 /* Reads {"reason": "..."} into out; answers 400 and returns -1 when the
  * body is not that, or the reason breaks the review rule. */
 static int read_reason(struct rf_http_req *req, char *out, size_t n)
 {
     size_t len;
     const char *body = rf_http_body(req, &len);
-    cJSON *j = body ? cJSON_ParseWithLength(body, len) : NULL;
+    char why[160];
+    cJSON *j = body ? rf_api_parse_body(body, len, why, sizeof(why)) : NULL;
     const cJSON *r = cJSON_GetObjectItemCaseSensitive(j, "reason");
     const char *problem = NULL;
 
+    if (body != NULL && len > 0 && j == NULL) {
+        rf_http_respond_error(req, 400, "invalid_body", "%s", why);
+        return -1;
+    }
     if (!cJSON_IsString(r)) {
         cJSON_Delete(j);
         rf_http_respond_error(req, 400, "reason_required",

@@ -2,6 +2,8 @@
  * their kind through metatables; json.null stands for null; integers with
  * more than 15 digits are kept as strings so CRM ids never lose digits. */
 #include "referee/script_api.h"
+#include "referee/json_check.h"
+#include "referee/json_names.h"
 #include "referee/utf8.h"
 
 #include <math.h>
@@ -155,6 +157,32 @@ cJSON *rf_api_parse_json(const char *text, size_t len, char *err,
         snprintf(err, errlen, "invalid JSON near byte %ld", off);
     }
     free(quoted);
+    return v;
+}
+
+cJSON *rf_api_parse_body(const char *text, size_t len, char *err,
+                         size_t errlen)
+{
+    struct rf_json_problem p;
+    const char *twice;
+    cJSON *v;
+
+    if (rf_json_check_text(text, len, RF_API_JSON_DEPTH_MAX, &p) != 0) {
+        snprintf(err, errlen, "the body is not strict JSON (byte %zu: %s)",
+                 p.offset, p.reason);
+        return NULL;
+    }
+    v = rf_api_parse_json(text, len, err, errlen);
+    if (v == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    twice = rf_json_repeated_name(v);
+    if (twice != NULL) {
+        snprintf(err, errlen, "field \"%.64s\" is given twice", twice);
+        cJSON_Delete(v);
+        return NULL;
+    }
     return v;
 }
 
@@ -466,8 +494,17 @@ static int l_decode(lua_State *L)
     size_t len;
     const char *s = luaL_checklstring(L, 1, &len);
     struct guard *g = push_guard(L);
+    struct rf_json_problem p;
     char err[96];
 
+    /* Strict, as intake: what cJSON would take beyond the RFC (leading
+     * zeros, bytes that are not UTF-8) or cut (\u0000) is refused. */
+    if (rf_json_check_text(s, len, RF_API_JSON_DEPTH_MAX, &p) != 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "invalid JSON near byte %d (%s)", (int)p.offset,
+                        p.reason);
+        return 2;
+    }
     g->tree = rf_api_parse_json(s, len, err, sizeof(err));
     if (g->tree == NULL) {
         lua_pushnil(L);

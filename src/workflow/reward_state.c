@@ -527,6 +527,7 @@ int rf_reward_approve(MDB_txn *txn, const struct rf_store *st,
 const char *rf_review_reason_problem(const char *reason)
 {
     size_t n = strlen(reason), chars = 0;
+    int seen_text = 0;
 
     if (n == 0) {
         return "the reason is empty";
@@ -535,10 +536,19 @@ const char *rf_review_reason_problem(const char *reason)
         return "the reason is not UTF-8 text";
     }
     for (const unsigned char *p = (const unsigned char *)reason; *p; p++) {
-        if (*p < 0x20 || *p == 0x7f) {
+        /* C0 and DEL, C1 (U+0080-U+009F, NEL among them), and the line
+         * and paragraph separators U+2028/U+2029. */
+        if (*p < 0x20 || *p == 0x7f || (p[0] == 0xc2 && p[1] >= 0x80 &&
+                                         p[1] <= 0x9f) ||
+            (p[0] == 0xe2 && p[1] == 0x80 &&
+             (p[2] == 0xa8 || p[2] == 0xa9))) {
             return "the reason has a control character (a line break?)";
         }
         chars += (*p & 0xc0) != 0x80;
+        seen_text |= *p != ' ';
+    }
+    if (!seen_text) {
+        return "the reason is only spaces";
     }
     if (chars > RF_REVIEW_REASON_MAX) {
         return "the reason is longer than 200 characters";

@@ -193,6 +193,17 @@ class ConfigCheckTest(unittest.TestCase):
                         "Address already in use (another process listens "
                         "there)" % (prefix, addr))
 
+    def test_admin_on_the_listen_address_exits_2(self):
+        res, path = self.run_config(
+            'return {\n  listen = "127.0.0.1:18777",\n'
+            '  admin = { token = "%s",\n'
+            '    listen = "127.0.0.1:18777" },\n}\n' % ("t" * 20))
+        self.assertEqual(res.returncode, 2, res)
+        self.assertEqual(res.stderr.decode(),
+                         "referee: %s:4: setting 'admin.listen': "
+                         "127.0.0.1:18777 is also the address of %s:2: "
+                         "setting 'listen'\n" % (path, path))
+
     def test_listen_flag_the_listener_cannot_bind_is_a_usage_error(self):
         for listen in ("localhost:8080", "[::1]:8080", "127.1:8080"):
             with self.subTest(listen=listen):

@@ -180,6 +180,20 @@ class ReferralsTest(DaemonTestCase):
         self.assertEqual((r.status, r.error_code()), (400, "invalid_body"))
         self.assertIn('field "email" is given twice', r.json()["error"]
                       ["message"])
+        # Also at the top, and a zero character that would cut a field.
+        r = d.request("POST", "/t/acme/referrals",
+                      b'{"code":"%s","email":"dk@example.com","code":"A"}'
+                      % ana["code"].encode(),
+                      {"Content-Type": "application/json"})
+        self.assertEqual((r.status, r.error_code()), (400, "invalid_body"))
+        self.assertIn('field "code" is given twice', r.json()["error"]
+                      ["message"])
+        r = d.request("POST", "/t/acme/referrals",
+                      b'{"code":"%s","email":"nul@example.com",'
+                      b'"first_name":"Al\\u0000ice"}' % ana["code"].encode(),
+                      {"Content-Type": "application/json"})
+        self.assertEqual((r.status, r.error_code()), (400, "invalid_body"))
+        self.assertIn("u0000", r.json()["error"]["message"])
         # The same in a form post.
         r = d.request("POST", "/t/acme/referrals",
                       "code=%s&email=dk%%40example.com&email=%s"
@@ -331,6 +345,14 @@ class ReferralsTest(DaemonTestCase):
                 "webhook-signature": sign(SECRET, "msg_%d" % i, ts, body)})
             self.assertEqual(r.status, 201, r.body)
             first_ids.append(r.json()["referral_id"])
+        # Ids are compared whole: one too long to keep is refused.
+        long_id = "msg_" + "x" * 300
+        r = d.request("POST", "/t/acme/referrals", body, {
+            "Content-Type": "application/json",
+            "webhook-id": long_id, "webhook-timestamp": str(ts),
+            "webhook-signature": sign(SECRET, long_id, ts, body)})
+        self.assertEqual((r.status, r.error_code()),
+                         (400, "delivery_id_too_long"))
         # A relay that retries gets the first answer again, and nothing
         # new is stored.
         r = d.request("POST", "/t/acme/referrals", body, {

@@ -297,6 +297,9 @@ class RewardsTest(DaemonTestCase):
         # control characters; nothing is cut.
         for bad, why in (("\u00e9" * 201, b"longer than 200 characters"),
                          ("two\nlines", b"control character"),
+                         ("next\u0085line", b"control character"),
+                         ("a\u2028b", b"control character"),
+                         ("   ", b"only spaces"),
                          ("", b"empty")):
             out = run_cli("review", "reject", *base, str(b), "--reason", bad)
             self.assertEqual(out.returncode, 2, out)
@@ -355,11 +358,24 @@ class RewardsTest(DaemonTestCase):
         status, doc = admin("POST", "/review/%d/reject" % b, {})
         self.assertEqual((status, doc["error"]["code"]),
                          (400, "reason_required"))
-        for bad in ("\u00e9" * 201, "two\nlines", ""):
+        for bad in ("\u00e9" * 201, "two\nlines", "next\u0085line", "  ",
+                    ""):
             status, doc = admin("POST", "/review/%d/reject" % b,
                                 {"reason": bad})
             self.assertEqual((status, doc["error"]["code"]),
                              (400, "invalid_reason"), bad)
+        # A zero character would cut it; a name given twice is ambiguous.
+        for raw in (b'{"reason": "a\\u0000b"}',
+                    b'{"reason": "first", "reason": "second"}'):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("POST", "/admin/t/acme/review/%d/reject" % b, raw,
+                         {"Authorization": "Bearer " + token,
+                          "Content-Type": "application/json"})
+            r = conn.getresponse()
+            doc = json.loads(r.read())
+            conn.close()
+            self.assertEqual((r.status, doc["error"]["code"]),
+                             (400, "invalid_body"), raw)
         status, doc = admin("GET", "/review")
         self.assertEqual([r["id"] for r in doc["review"]], [b])
         long_ok = "\u00e9" * 200  # 200 characters, 400 bytes: kept whole

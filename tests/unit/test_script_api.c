@@ -43,7 +43,18 @@ static const struct lua_case cases[] = {
     {"bad json is an error value",
      "local v, err = json.decode('{\"a\":1} trailing')\n"
      "return tostring(v) .. ' ' .. err",
-     "nil invalid JSON near byte 8"},
+     "nil invalid JSON near byte 8 (more than one value, or bytes after "
+     "the value)"},
+    {"decode is strict and never cuts a string",
+     "local a, ea = json.decode('[\"a\\\\u0000b\"]')\n"
+     "local b, eb = json.decode('[01]')\n"
+     "local c, ec = json.decode('[\"x\\255\"]')\n"
+     "return table.concat({tostring(a), ea, tostring(b), eb, tostring(c),\n"
+     "                     ec}, '|')",
+     "nil|invalid JSON near byte 3 (a \\u0000 escape (text here cannot "
+     "hold a zero character))|nil|invalid JSON near byte 2 (a number with "
+     "a leading zero)|nil|invalid JSON near byte 3 (invalid UTF-8 in a "
+     "string)"},
     {"strings with quotes survive",
      "return json.decode(json.encode({s = 'a\"b\\\\c\\n'})).s",
      "a\"b\\c\n"},
