@@ -9,10 +9,21 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#define SUBS_MAX 16 /* subfolders watched per tenant */
+
+/* A watched subfolder of a tenant (secrets/, say): inotify is not
+ * recursive, and file() reads from subfolders. */
+struct sub {
+    uv_fs_event_t ev; /* first: the close callback frees it */
+    struct entry *e;
+    struct sub *next;
+};
+
 struct entry {
     uv_fs_event_t ev; /* first: the close callback frees the entry */
     struct rf_watch *w;
     struct entry *next;
+    struct sub *subs;
     int pending;
     char id[RF_TENANT_ID_MAX + 1];
 };
@@ -29,13 +40,29 @@ struct rf_watch {
     char dir[4096];
 };
 
+static void watch_subs(struct rf_watch *w, struct entry *e);
+
+static void touched(struct entry *e)
+{
+    e->pending = 1;
+    uv_timer_start(&e->w->quiet, e->w->quiet.timer_cb, e->w->quiet_ms, 0);
+}
+
+static void on_sub_change(uv_fs_event_t *h, const char *file, int events,
+                          int status)
+{
+    touched(((struct sub *)h)->e);
+}
+
 static void on_change(uv_fs_event_t *h, const char *file, int events,
                       int status)
 {
     struct entry *e = (struct entry *)h;
 
-    e->pending = 1;
-    uv_timer_start(&e->w->quiet, e->w->quiet.timer_cb, e->w->quiet_ms, 0);
+    if (file != NULL && (events & UV_RENAME)) {
+        watch_subs(e->w, e); /* a subfolder may have come or gone */
+    }
+    touched(e);
 }
 
 static struct entry *find(struct rf_watch *w, const char *id)
@@ -51,6 +78,52 @@ static struct entry *find(struct rf_watch *w, const char *id)
 static void free_entry(uv_handle_t *h)
 {
     free(h); /* the handle is the entry's first member */
+}
+
+static void on_closed(uv_handle_t *h);
+
+/* Watches the tenant folder's subfolders (not those starting with '.',
+ * such as a mounted secret's ..data: a change there renames an entry in
+ * the subfolder itself), after letting go of the old watches. */
+static void watch_subs(struct rf_watch *w, struct entry *e)
+{
+    char path[8192];
+    struct dirent *ent;
+    struct stat st;
+    int n = 0;
+    DIR *d;
+
+    while (e->subs != NULL) {
+        struct sub *s = e->subs;
+
+        e->subs = s->next;
+        uv_close((uv_handle_t *)&s->ev, on_closed);
+    }
+    snprintf(path, sizeof(path), "%s/%s", w->dir, e->id);
+    d = opendir(path);
+    while (d && n < SUBS_MAX && (ent = readdir(d)) != NULL) {
+        struct sub *s;
+
+        snprintf(path, sizeof(path), "%s/%s/%s", w->dir, e->id, ent->d_name);
+        if (ent->d_name[0] == '.' || stat(path, &st) != 0 ||
+            !S_ISDIR(st.st_mode) || (s = calloc(1, sizeof(*s))) == NULL) {
+            continue;
+        }
+        s->e = e;
+        uv_fs_event_init(w->loop, &s->ev);
+        s->ev.data = w;
+        w->open_handles++;
+        if (uv_fs_event_start(&s->ev, on_sub_change, path, 0) != 0) {
+            uv_close((uv_handle_t *)&s->ev, on_closed);
+            continue;
+        }
+        s->next = e->subs;
+        e->subs = s;
+        n++;
+    }
+    if (d) {
+        closedir(d);
+    }
 }
 
 /* Watches dir/id if it is a tenant folder not yet watched. */
@@ -83,6 +156,7 @@ static struct entry *add(struct rf_watch *w, const char *id)
     w->open_handles++;
     e->next = w->entries;
     w->entries = e;
+    watch_subs(w, e);
     return e;
 }
 
@@ -100,6 +174,7 @@ static void rewatch(struct rf_watch *w, struct entry *e)
         rf_log_warn("watch", RF_F("tenant", e->id),
                     "cannot watch the folder; reload it with SIGHUP");
     }
+    watch_subs(w, e);
 }
 
 /* A change in the tenants directory itself: a folder came or went. */
@@ -192,6 +267,12 @@ void rf_watch_stop(struct rf_watch *w)
     uv_close((uv_handle_t *)&w->quiet, on_closed);
     for (e = w->entries; e; e = next) {
         next = e->next;
+        while (e->subs != NULL) {
+            struct sub *s = e->subs;
+
+            e->subs = s->next;
+            uv_close((uv_handle_t *)&s->ev, on_closed);
+        }
         e->ev.data = w;
         uv_close((uv_handle_t *)&e->ev, on_closed);
     }

@@ -10,7 +10,8 @@ import shutil
 import signal
 import unittest
 
-from harness import DaemonTestCase, scale, wait_until
+from harness import (DaemonTestCase, scale, signed_headers, hook_path,
+                     wait_until)
 
 ORDERS = """
 return {
@@ -32,6 +33,12 @@ return {
   end,
 }
 """
+
+WITH_SECRET = """
+return { sources = { s = { secret = file("secrets/s") } } }
+"""
+KEY1 = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+KEY2 = "whsec_Z2xvYmV4LWtleS1mb3ItdGVzdHMtb25seQ=="
 
 RELOADED = re.compile(r'msg="reloaded (\d+) tenants"')
 
@@ -123,6 +130,31 @@ class ReloadTest(DaemonTestCase):
         self.assertEqual(self.post(d, "gone", "g3").status, 202)
         self.assertEqual(self.wait_outcome(d, "gone", "g3")["result"]["tag"],
                          "again")
+
+    def test_a_changed_secret_in_a_subfolder_reloads_the_tenant(self):
+        d = self.daemon(start=False, tenants=(),
+                        extra_tenants={"sec": WITH_SECRET})
+        secrets = os.path.join(d.tenants_dir, "sec", "secrets")
+        os.mkdir(secrets)
+
+        def put_secret(key):  # atomically, as a secret mount does
+            tmp = os.path.join(secrets, ".s.tmp")
+            with open(tmp, "w") as f:
+                f.write(key + "\n")
+            os.replace(tmp, os.path.join(secrets, "s"))
+
+        def post(key):
+            body = b'{"id": "x"}'
+            return d.request("POST", hook_path("sec", "s"), body,
+                             signed_headers(key, body)).status
+
+        put_secret(KEY1)
+        d.start()
+        self.assertEqual((post(KEY1), post(KEY2)), (202, 401))
+        put_secret(KEY2)  # rotated: no SIGHUP, only the file changes
+        wait_until(lambda: post(KEY2) == 202, scale(10),
+                   "the tenant reloaded with the new secret")
+        self.assertEqual(post(KEY1), 401)
 
     def test_sighup_forgets_a_removed_tenant(self):
         d = self.daemon(tenants=(), extra_tenants={
