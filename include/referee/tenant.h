@@ -124,6 +124,8 @@ struct rf_tenant_env {
                             (0: RF_TENANT_MEM_MB_CAP MiB) */
     unsigned cpu_ms_cap; /* most limits.cpu_ms may ask for
                             (0: RF_TENANT_CPU_MS_CAP) */
+    int refuse_private;  /* allowed hosts may not say private = true (the
+                            daemon, unless scripts.allow_private) */
 };
 
 struct rf_tenants {

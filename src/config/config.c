@@ -24,7 +24,7 @@ static const char *const top_keys[] = {"listen", "data",   "tenants",
 static const char *const admin_keys[] = {"listen", "token", "public", NULL};
 static const char *const script_keys[] = {
     "memory_mb", "cpu_ms", "wall_ms", "ca_file", "memory_mb_max",
-    "cpu_ms_max", NULL};
+    "cpu_ms_max", "allow_private", NULL};
 static const char *const log_keys[] = {"level", "format", NULL};
 static const char *const limit_keys[] = {
     "header_max",      "body_max",          "header_timeout_ms",
@@ -349,6 +349,10 @@ static int read_scripts(struct rf_reader *r, struct rf_config *cfg)
     }
     if (rc == 0) {
         rc = rf_reader_string(r, -1, "scripts", "ca_file", &cfg->ca_file, 0);
+    }
+    if (rc == 0) {
+        rc = rf_reader_bool(r, -1, "scripts", "allow_private",
+                            &cfg->script_allow_private);
     }
     cfg->script_mem = (size_t)mb << 20;
     cfg->script_cpu_ms = (unsigned)cpu;

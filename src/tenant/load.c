@@ -504,6 +504,26 @@ static int check_caps(struct rf_reader *r, const struct rf_tenant *t,
     unsigned cpu_cap = env && env->cpu_ms_cap ? env->cpu_ms_cap
                                               : RF_TENANT_CPU_MS_CAP;
 
+    for (size_t i = 0; env && env->refuse_private && i < t->nallow; i++) {
+        if (t->allow[i].private_ok) {
+            return rf_reader_fail(r, "allowed_hosts",
+                                  "%s: private addresses are refused on this "
+                                  "host (the operator allows them with "
+                                  "scripts.allow_private = true)",
+                                  t->allow[i].host);
+        }
+    }
+    for (size_t i = 0; env && env->refuse_private && t->zoho &&
+                       i < t->zoho->nallow;
+         i++) {
+        if (t->zoho->allow[i].private_ok) {
+            return rf_reader_fail(r, "zoho.allowed_hosts",
+                                  "%s: private addresses are refused on this "
+                                  "host (the operator allows them with "
+                                  "scripts.allow_private = true)",
+                                  t->zoho->allow[i].host);
+        }
+    }
     if (t->cpu_ms > cpu_cap) {
         return rf_reader_fail(r, "limits.cpu_ms",
                               "%u ms is over the operator's cap of %u ms "

@@ -236,10 +236,12 @@ class Daemon:
     extra_tenants: {id: tenant.lua text} written beside them
     config: text of a Lua config file, passed with --config
     port: the port to listen on (0: any; the log line tells which)
+    allow_private: sets scripts.allow_private in the config, since the
+        tests' tenants reach their stand-in services on 127.0.0.1
     """
 
     def __init__(self, tenants=("acme",), extra_tenants=None, config=None,
-                 label="referee", port=0):
+                 label="referee", port=0, allow_private=True):
         self.label = label
         self.listen_port = port
         self.root = tempfile.mkdtemp(prefix="referee-it-")
@@ -253,6 +255,12 @@ class Daemon:
                             os.path.join(self.tenants_dir, name))
         for name, text in (extra_tenants or {}).items():
             self.write_tenant(name, text)
+        if allow_private:
+            # The test's own config, with the operator's consent added.
+            config = ("local c = (function()\n%s\nend)() or {}\n"
+                      "c.scripts = c.scripts or {}\n"
+                      "c.scripts.allow_private = true\n"
+                      "return c\n" % (config or "return {}"))
         if config is not None:
             self.config_path = os.path.join(self.root, "config.lua")
             with open(self.config_path, "w") as f:

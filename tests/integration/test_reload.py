@@ -105,6 +105,25 @@ class ReloadTest(DaemonTestCase):
         self.assertEqual((resp.status, resp.error_code()),
                          (503, "tenant_unavailable"))
 
+    def test_private_addresses_need_the_operators_consent(self):
+        private = """
+return {
+  allowed_hosts = { { host = "127.0.0.1", port = 9, private = true } },
+  sources = { s = { id = "json:id" } },
+}
+"""
+        d = self.daemon(tenants=(), allow_private=False, extra_tenants={
+            "sneaky": private, "fine": ORDERS % "a"})
+        resp = self.post(d, "sneaky", "x")
+        self.assertEqual((resp.status, resp.error_code()),
+                         (503, "tenant_unavailable"))
+        self.assertTrue(any(
+            "setting 'allowed_hosts': 127.0.0.1: private addresses are "
+            "refused on this host (the operator allows them with "
+            "scripts.allow_private = true)" in line
+            for line in d.log_lines()), d.log_tail())
+        self.assertEqual(self.post(d, "fine", "f1").status, 202)
+
     def test_removed_tenant_folder_is_logged_as_removed_and_forgotten(self):
         d = self.daemon(tenants=(), extra_tenants={
             "gone": ORDERS % "a", "stays": ORDERS % "b"})
