@@ -56,11 +56,13 @@ int rf_event_put(MDB_txn *txn, const struct rf_store *st,
                  struct rf_event_put *p);
 
 /* Calls fn for each event of `tenant` with seq > since, oldest first, in
- * one read transaction; stops early when fn returns non-zero and returns
- * that. Event fields are borrowed for the call. Returns 0, fn's value or
- * RF_ESTORE. */
+ * one read transaction, which fn may read more from (a second transaction
+ * would see a newer snapshot); stops early when fn returns non-zero and
+ * returns that. Event fields are borrowed for the call. Returns 0, fn's
+ * value or RF_ESTORE. */
 int rf_events_each(struct rf_store *st, const char *tenant, uint64_t since,
-                   int (*fn)(const struct rf_event *ev, void *arg),
+                   int (*fn)(const struct rf_event *ev, MDB_txn *txn,
+                             void *arg),
                    void *arg);
 
 /* The event as a JSON object: id, received (ISO 8601 UTC with millis),

@@ -109,6 +109,11 @@ size_t rf_store_map_size(const struct rf_store *st);
  * MDB_MAP_FULL to RF_EMAPFULL, anything else non-zero to RF_ESTORE. */
 int rf_store_rc(int mrc);
 
+/* What a cursor scan ended with: 0 when it ran out of records
+ * (MDB_NOTFOUND) or stopped on purpose (0), the error otherwise. Every
+ * scan checks it, so that a failed read is not taken for the end. */
+int rf_store_scan_rc(int mrc);
+
 /* Tenants the daemon has loaded, remembered so that the command line can
  * tell a mistyped --tenant from a tenant with no data yet. */
 

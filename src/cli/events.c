@@ -16,39 +16,44 @@ struct list_ctx {
     const char *tenant;
 };
 
-/* Adds the outcome of the event's hook, when it ran. */
-static void add_outcome(cJSON *o, const struct list_ctx *c, uint64_t seq)
+/* Adds the outcome of the event's hook, when it ran, from the snapshot the
+ * events come from. */
+static int add_outcome(cJSON *o, const struct list_ctx *c, MDB_txn *txn,
+                       uint64_t seq)
 {
     unsigned char key[64 + 1 + 8];
     size_t tlen = strlen(c->tenant);
     MDB_val k = {tlen + 9, key}, v;
-    MDB_txn *txn;
+    int mrc;
 
     memcpy(key, c->tenant, tlen);
     key[tlen] = 0;
     rf_store_put_be64(key + tlen + 1, seq);
-    if (rf_store_read_begin(c->st, &txn) != 0) {
-        return;
-    }
-    if (mdb_get(txn, rf_store_dbi(c->st, RF_DB_OUTCOMES), &k, &v) == 0) {
+    mrc = mdb_get(txn, rf_store_dbi(c->st, RF_DB_OUTCOMES), &k, &v);
+    if (mrc == 0) {
         cJSON *out = cJSON_ParseWithLength(v.mv_data, v.mv_size);
 
         if (out) {
             cJSON_AddItemToObject(o, "outcome", out);
         }
     }
-    rf_store_read_end(c->st, txn);
+    return rf_store_scan_rc(mrc);
 }
 
-static int print_event(const struct rf_event *ev, void *arg)
+static int print_event(const struct rf_event *ev, MDB_txn *txn, void *arg)
 {
     cJSON *o = rf_event_json(ev);
     char *line;
+    int rc;
 
     if (o == NULL) {
         return RF_ENOMEM;
     }
-    add_outcome(o, arg, ev->seq);
+    rc = add_outcome(o, arg, txn, ev->seq);
+    if (rc != 0) {
+        cJSON_Delete(o);
+        return rc;
+    }
     line = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (line == NULL) {

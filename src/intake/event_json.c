@@ -79,8 +79,9 @@ struct one {
     cJSON *json;
 };
 
-static int take_one(const struct rf_event *ev, void *arg)
+static int take_one(const struct rf_event *ev, MDB_txn *txn, void *arg)
 {
+    (void)txn;
     struct one *o = arg;
 
     if (ev->seq == o->seq) {

@@ -177,7 +177,8 @@ int rf_event_put(MDB_txn *txn, const struct rf_store *st,
 }
 
 int rf_events_each(struct rf_store *st, const char *tenant, uint64_t since,
-                   int (*fn)(const struct rf_event *ev, void *arg),
+                   int (*fn)(const struct rf_event *ev, MDB_txn *txn,
+                             void *arg),
                    void *arg)
 {
     size_t tlen = strlen(tenant);
@@ -215,10 +216,13 @@ int rf_events_each(struct rf_store *st, const char *tenant, uint64_t since,
             break;
         }
         ev.seq = rf_store_get_be64((unsigned char *)k.mv_data + tlen + 1);
-        rc = fn(&ev, arg);
+        rc = fn(&ev, txn, arg);
         if (rc != 0) {
             break;
         }
+    }
+    if (rc == 0) {
+        rc = rf_store_scan_rc(mrc);
     }
 out:
     if (cur) {

@@ -269,6 +269,9 @@ int rf_outbox_each(struct rf_store *st, const char *tenant,
         }
         rf_job_cleanup(&j);
     }
+    if (rc == 0) {
+        rc = rf_store_scan_rc(mrc);
+    }
     mdb_cursor_close(cur);
     rf_store_read_end(st, txn);
     return rc;
@@ -337,6 +340,9 @@ static int replay_txn(MDB_txn *txn, void *ctx)
             ids = p;
         }
         ids[n++] = rf_store_get_be64(k.mv_data);
+    }
+    if (rc == 0) {
+        rc = rf_store_scan_rc(mrc);
     }
     mdb_cursor_close(cur);
     for (size_t i = 0; rc == 0 && i < n; i++) {

@@ -262,6 +262,10 @@ static uint64_t collect(struct rf_outbox *ob, struct rf_outbox_run **out)
         *out = r;
         room--;
     }
+    if (rf_store_scan_rc(mrc) != 0) {
+        rf_log_error("outbox", RF_NOF, "reading due jobs failed: %s",
+                     mdb_strerror(mrc)); /* the next tick reads again */
+    }
     mdb_cursor_close(cur);
     rf_store_read_end(ob->st, txn);
     return wait;

@@ -49,6 +49,11 @@ int rf_store_rc(int mrc)
     }
 }
 
+int rf_store_scan_rc(int mrc)
+{
+    return mrc == MDB_NOTFOUND ? 0 : rf_store_rc(mrc);
+}
+
 void rf_store_put_be64(unsigned char *p, uint64_t v)
 {
     for (int i = 7; i >= 0; i--) {
@@ -118,6 +123,58 @@ static int check_schema(struct rf_store *st, MDB_txn *txn, int writable,
     return 0;
 }
 
+/* The pages the newest snapshot uses end past this process's map: another
+ * process (the daemon, beside a command) grew the store since it was
+ * opened. LMDB 0.9.24 checks this when a write transaction begins
+ * (MDB_MAP_RESIZED) but not for a read-only one, which then reads past
+ * its mapping: SIGBUS, or pages of something else (a reviewer's
+ * `events list` beside a growing store crashed or stopped early). */
+static int map_too_small(const struct rf_store *st, size_t *need)
+{
+    MDB_envinfo info;
+    MDB_stat stat;
+
+    if (mdb_env_info(st->env, &info) != 0 ||
+        mdb_env_stat(st->env, &stat) != 0) {
+        return 0;
+    }
+    *need = ((size_t)info.me_last_pgno + 1) * stat.ms_psize;
+    return *need > info.me_mapsize;
+}
+
+/* Transactions this thread holds (reads nest: a callback of a scan may
+ * begin another). A thread holding one must not wait for the grow lock
+ * exclusively: it would wait for itself. */
+static _Thread_local int txns_held;
+
+/* Maps at least `need` bytes (twice that, so that a store growing under a
+ * long command is not remapped at every read). No transaction of this
+ * process may be live: the grow lock is taken exclusively. */
+static void map_at_least(struct rf_store *st, size_t need)
+{
+    size_t next = need * 2;
+
+    pthread_rwlock_wrlock(&st->grow_lock);
+    if (next > st->map_size && mdb_env_set_mapsize(st->env, next) == 0) {
+        st->map_size = next;
+    }
+    pthread_rwlock_unlock(&st->grow_lock);
+}
+
+/* Another process grew the map past ours (MDB_MAP_RESIZED): adopt its
+ * size, which remaps, so with no transaction of this process live. */
+static void adopt_map_size(struct rf_store *st)
+{
+    MDB_envinfo info;
+
+    pthread_rwlock_wrlock(&st->grow_lock);
+    if (mdb_env_set_mapsize(st->env, 0) == 0 &&
+        mdb_env_info(st->env, &info) == 0) {
+        st->map_size = info.me_mapsize;
+    }
+    pthread_rwlock_unlock(&st->grow_lock);
+}
+
 /* Opens every named database in one transaction, then checks the schema. */
 static int open_dbs(struct rf_store *st, char *err, size_t errlen)
 {
@@ -125,11 +182,30 @@ static int open_dbs(struct rf_store *st, char *err, size_t errlen)
     MDB_txn *txn = NULL;
     int mrc, rc;
 
-    mrc = mdb_txn_begin(st->env, NULL, writable ? 0 : MDB_RDONLY, &txn);
-    if (mrc != 0) {
-        snprintf(err, errlen, "cannot begin transaction: %s",
-                 mdb_strerror(mrc));
-        return RF_ESTORE;
+    for (int attempt = 0;; attempt++) {
+        size_t need;
+
+        mrc = mdb_txn_begin(st->env, NULL, writable ? 0 : MDB_RDONLY, &txn);
+        if (mrc == MDB_MAP_RESIZED) {
+            (void)mdb_env_set_mapsize(st->env, 0);
+            mrc = mdb_txn_begin(st->env, NULL, writable ? 0 : MDB_RDONLY,
+                                &txn);
+        }
+        if (mrc != 0) {
+            snprintf(err, errlen, "cannot begin transaction: %s",
+                     mdb_strerror(mrc));
+            return RF_ESTORE;
+        }
+        if (writable || !map_too_small(st, &need)) {
+            break;
+        }
+        mdb_txn_abort(txn);
+        if (attempt == 3) {
+            snprintf(err, errlen, "cannot map the store as it grows "
+                     "(%zu MiB)", need >> 20);
+            return RF_ESTORE;
+        }
+        map_at_least(st, need);
     }
     for (int i = 0; i < RF_DB_COUNT; i++) {
         mrc = mdb_dbi_open(txn, db_names[i], writable ? MDB_CREATE : 0,
@@ -283,6 +359,8 @@ static int grow(struct rf_store *st)
     return 0;
 }
 
+#define MAP_RESIZED 1 /* write_once: adopt the map's new size and retry */
+
 /* One attempt: begin, run fn, commit. */
 static int write_once(struct rf_store *st, rf_store_write_cb fn, void *ctx)
 {
@@ -290,13 +368,10 @@ static int write_once(struct rf_store *st, rf_store_write_cb fn, void *ctx)
     int mrc, rc;
 
     pthread_rwlock_rdlock(&st->grow_lock);
+    txns_held++;
     mrc = mdb_txn_begin(st->env, NULL, 0, &txn);
-    if (mrc == MDB_MAP_RESIZED) {
-        (void)mdb_env_set_mapsize(st->env, 0);
-        mrc = mdb_txn_begin(st->env, NULL, 0, &txn);
-    }
     if (mrc != 0) {
-        rc = rf_store_rc(mrc);
+        rc = mrc == MDB_MAP_RESIZED ? MAP_RESIZED : rf_store_rc(mrc);
         goto out;
     }
     rc = fn(txn, ctx);
@@ -310,6 +385,7 @@ static int write_once(struct rf_store *st, rf_store_write_cb fn, void *ctx)
         rf_log_error("store", RF_NOF, "commit failed: %s", mdb_strerror(mrc));
     }
 out:
+    txns_held--;
     pthread_rwlock_unlock(&st->grow_lock);
     return rc;
 }
@@ -321,10 +397,18 @@ int rf_store_write(struct rf_store *st, rf_store_write_cb fn, void *ctx)
     if (st->flags & RF_STORE_RDONLY) {
         return RF_EINVAL;
     }
-    for (;;) {
+    for (int resized = 0;;) {
         rc = write_once(st, fn, ctx);
-        if (rc != RF_EMAPFULL) {
-            return rc;
+        if (rc == MAP_RESIZED && txns_held == 0 && resized++ < 3) {
+            adopt_map_size(st);
+            continue;
+        }
+        if (rc == MAP_RESIZED) {
+            rf_log_error("store", RF_NOF, "cannot adopt the store's new size");
+            return RF_ESTORE;
+        }
+        if (rc != RF_EMAPFULL || txns_held > 0) {
+            return rc; /* growing would wait for this thread's own read */
         }
         rc = grow(st);
         if (rc != 0) {
@@ -335,21 +419,39 @@ int rf_store_write(struct rf_store *st, rf_store_write_cb fn, void *ctx)
 
 int rf_store_read_begin(struct rf_store *st, MDB_txn **txn)
 {
+    size_t need;
     int mrc;
 
-    pthread_rwlock_rdlock(&st->grow_lock);
-    mrc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, txn);
-    if (mrc == MDB_MAP_RESIZED) {
-        /* Another process grew the map; adopt its size. */
-        (void)mdb_env_set_mapsize(st->env, 0);
+    for (int attempt = 0;; attempt++) {
+        pthread_rwlock_rdlock(&st->grow_lock);
         mrc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, txn);
-    }
-    if (mrc != 0) {
+        if (mrc == MDB_MAP_RESIZED && txns_held == 0 && attempt < 3) {
+            pthread_rwlock_unlock(&st->grow_lock);
+            adopt_map_size(st);
+            continue;
+        }
+        if (mrc != 0) {
+            break;
+        }
+        /* The snapshot is no newer than the meta page read after it. */
+        if (!map_too_small(st, &need)) {
+            txns_held++;
+            return 0;
+        }
+        mdb_txn_abort(*txn);
         pthread_rwlock_unlock(&st->grow_lock);
-        *txn = NULL;
-        return RF_ESTORE;
+        if (attempt == 3 || txns_held > 0) {
+            rf_log_error("store", RF_NOF,
+                         "cannot map the store as it grows (%zu MiB)",
+                         need >> 20);
+            *txn = NULL;
+            return RF_ESTORE;
+        }
+        map_at_least(st, need);
     }
-    return 0;
+    pthread_rwlock_unlock(&st->grow_lock);
+    *txn = NULL;
+    return RF_ESTORE;
 }
 
 void rf_store_read_end(struct rf_store *st, MDB_txn *txn)
@@ -358,6 +460,7 @@ void rf_store_read_end(struct rf_store *st, MDB_txn *txn)
         return;
     }
     mdb_txn_abort(txn);
+    txns_held--;
     pthread_rwlock_unlock(&st->grow_lock);
 }
 

@@ -89,6 +89,9 @@ int rf_store_each_tenant(struct rf_store *st,
         id[n] = '\0';
         rc = fn(id, arg);
     }
+    if (rc == 0) {
+        rc = rf_store_scan_rc(mrc);
+    }
     mdb_cursor_close(cur);
     rf_store_read_end(st, txn);
     return rc;

@@ -66,6 +66,9 @@ int rf_audit_each(MDB_txn *txn, const struct rf_store *st, const char *tenant,
             cJSON_Delete(e);
         }
     }
+    if (rc == 0) {
+        rc = rf_store_scan_rc(mrc);
+    }
     mdb_cursor_close(cur);
     return rc;
 }

@@ -428,6 +428,9 @@ static long recover_tenant(struct rf_dispatch *d, const struct rf_tenant *t)
     }
     mdb_cursor_close(cur);
     rf_store_read_end(d->store, txn);
+    if (rf_store_scan_rc(mrc) != 0) {
+        return RF_ESTORE; /* what it queued runs; the rest at next start */
+    }
     return n;
 }
 

@@ -402,6 +402,9 @@ int rf_referrals_each(MDB_txn *txn, const struct rf_store *st,
             cJSON_Delete(r);
         }
     }
+    if (rc == 0) {
+        rc = rf_store_scan_rc(mrc);
+    }
     mdb_cursor_close(cur);
     return rc;
 }

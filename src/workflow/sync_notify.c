@@ -245,6 +245,10 @@ void rf__sync_rerun_failed(struct tsync *ts)
     if (n > 0) {
         (void)rf__sync_fetch(ts, module, list, 1, 0, NULL, NULL);
     }
+    if (rf_store_scan_rc(mrc) != 0) {
+        rf_log_error("sync", RF_F("tenant", ts->tenant),
+                     "reading the retry list failed: %s", mdb_strerror(mrc));
+    }
     mdb_cursor_close(cur);
     rf_store_read_end(s->store, txn);
     /* Batches delete retry entries of records that now went well only

@@ -223,6 +223,11 @@ void rf__zoho_watch_load(struct rf_zoho *z)
             z->chans = c;
         }
     }
+    if (rf_store_scan_rc(mrc) != 0) {
+        rf_log_error("zoho", RF_F("tenant", z->tenant),
+                     "reading notification channels failed: %s",
+                     mdb_strerror(mrc));
+    }
 out:
     mdb_cursor_close(cur);
     rf_store_read_end(z->store, txn);

@@ -9,6 +9,9 @@
 
 #include <cmocka.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "referee/error.h"
 #include "referee/events.h"
 #include "referee/store.h"
@@ -64,8 +67,9 @@ struct seen {
     char body[16][32];
 };
 
-static int collect(const struct rf_event *ev, void *arg)
+static int collect(const struct rf_event *ev, MDB_txn *txn, void *arg)
 {
+    (void)txn;
     struct seen *s = arg;
 
     s->seq[s->n] = ev->seq;
@@ -162,6 +166,86 @@ static void test_oversized_delivery_id(void **state)
     assert_int_equal(rf_store_write(st, do_put, &p), RF_ETOOBIG);
 }
 
+static int count_one(const struct rf_event *ev, MDB_txn *txn, void *arg)
+{
+    (void)ev;
+    (void)txn;
+    ++*(int *)arg;
+    return 0;
+}
+
+/* Writes n events of 4 KiB into the store in `where`, in a process of its
+ * own (as the daemon beside a command); exits 0 when all went in. */
+static void grow_in_child(const char *where, int n)
+{
+    pid_t pid = fork();
+    int status = -1;
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        static char body[4096];
+        struct rf_store *w = NULL;
+        char err[256];
+        int ok = 1;
+
+        memset(body, 'b', sizeof(body) - 1);
+        ok = rf_store_open(where, RF_STORE_EXISTING, (size_t)1 << 20, &w, err,
+                           sizeof(err)) == 0;
+        for (int i = 0; ok && i < n; i++) {
+            struct rf_event_put p = make("grow", "src", NULL, body);
+            struct rf_store *saved = st;
+
+            st = w; /* do_put reads the store from here */
+            ok = rf_store_write(w, do_put, &p) == 0;
+            st = saved;
+        }
+        rf_store_close(w);
+        _exit(ok ? 0 : 1);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+/* A read-only opener (referee events list) maps the store as it was when
+ * it opened; when another process has grown it since, its reads must map
+ * the rest before using it. LMDB 0.9.24 does not check this for read-only
+ * transactions: reading past the map crashed with SIGBUS or read other
+ * pages (events list stopped early with exit 0). */
+static void test_reader_beside_growing_store(void **state)
+{
+    char gdir[64], err[256];
+    struct rf_store *rw = NULL, *ro = NULL;
+    struct rf_event_put p;
+    int n = 0;
+
+    RF_TEST_MKDIR(gdir, "events-grow");
+    assert_int_equal(rf_store_open(gdir, 0, (size_t)1 << 20, &rw, err,
+                                   sizeof(err)),
+                     0);
+    {
+        struct rf_store *saved = st;
+
+        st = rw;
+        p = make("grow", "src", NULL, "first");
+        assert_int_equal(rf_store_write(rw, do_put, &p), 0);
+        st = saved;
+    }
+    rf_store_close(rw);
+    assert_int_equal(rf_store_open(gdir, RF_STORE_RDONLY, (size_t)1 << 20,
+                                   &ro, err, sizeof(err)),
+                     0);
+    assert_true(rf_store_map_size(ro) < ((size_t)4 << 20));
+
+    grow_in_child(gdir, 3000); /* about 12 MiB past the reader's map */
+
+    assert_int_equal(rf_events_each(ro, "grow", 0, count_one, &n), 0);
+    assert_int_equal(n, 3001);
+    assert_true(rf_store_map_size(ro) >= ((size_t)12 << 20));
+    rf_store_close(ro);
+    RF_TEST_RMDIR(gdir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -170,6 +254,7 @@ int main(void)
         cmocka_unit_test(test_event_id_round_trip),
         cmocka_unit_test(test_damaged_record_rejected),
         cmocka_unit_test(test_oversized_delivery_id),
+        cmocka_unit_test(test_reader_beside_growing_store),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
