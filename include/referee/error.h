@@ -26,7 +26,8 @@
     X(HTTP, -1015, "http error")                                               \
     X(DENIED, -1016, "not allowed")                                            \
     X(BUSY, -1017, "busy")                                                     \
-    X(IO, -1018, "input/output error")
+    X(IO, -1018, "input/output error")                                         \
+    X(NOTFILE, -1019, "not a regular file")
 
 enum rf_errno {
 #define RF_ERRNO_ENUM(name, code, msg) RF_E##name = (code),

@@ -170,6 +170,36 @@ int rf_tenant_read(struct rf_reader *r, struct rf_tenant *t);
 /* Name of a hook ("cohort"...). */
 const char *rf_hook_name(enum rf_hook h);
 
+/* Loads every tenant folder under `dir` into *next, as rf_tenants_reload()
+ * does, without touching the registry `prev` (read only for log lines),
+ * so that any thread may do it while the loop goes on serving; the loop
+ * then calls rf_tenants_reload_finish(), which takes next. Returns 0, or
+ * -errno / RF_ENOMEM. */
+int rf_tenants_reload_prepare(const char *dir, const struct rf_tenant_env *env,
+                              const struct rf_tenants *prev,
+                              struct rf_tenants **next);
+void rf_tenants_reload_finish(struct rf_tenants **ts, struct rf_tenants *next);
+
+/* One tenant loaded away from the registry, for
+ * rf_tenants_reload_finish_one(). */
+struct rf_tenant_loaded {
+    int rc;              /* of rf_tenant_load() */
+    int gone;            /* the folder no longer exists */
+    struct rf_tenant *t; /* on success */
+    char err[2048];      /* "file:line: cause" on failure */
+};
+
+/* Loads tenant `id` from dir/id into *out; any thread. */
+void rf_tenant_reload_prepare(const char *dir, const char *id,
+                              const struct rf_tenant_env *env,
+                              struct rf_tenant_loaded *out);
+
+/* Puts a tenant loaded by rf_tenant_reload_prepare() in the registry, as
+ * rf_tenants_reload_one() does, and takes l->t. Loop thread. Returns 0,
+ * RF_ENOTFOUND (folder gone, entry removed) or the load's error code. */
+int rf_tenants_reload_finish_one(struct rf_tenants *ts, const char *dir,
+                                 const char *id, struct rf_tenant_loaded *l);
+
 /* Loads tenant `id` from dir/id again and puts it in the registry in place
  * of the old entry (or adds it). When loading fails an existing entry is
  * kept as it was and the error returned (written into err); a new one is

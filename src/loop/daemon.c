@@ -16,6 +16,7 @@
 #include "referee/sync.h"
 #include "referee/work.h"
 #include "referee/tenant.h"
+#include "referee/tenant_loader.h"
 #include "referee/watch.h"
 #include "referee/writer.h"
 
@@ -48,6 +49,7 @@ struct daemon {
     struct rf_sync *sync; /* on the script thread; stats only from here */
     struct rf_dispatch *dispatch;
     struct rf_watch *watch;
+    struct rf_tenant_loader *loader; /* reloads, off the loop */
     uv_signal_t sigint, sigterm, sighup;
     uv_timer_t heartbeat, drain;
     uint64_t beat_due;  /* when the heartbeat should fire next */
@@ -429,11 +431,8 @@ static void on_runtime_reloaded(const struct rf_hook_result *res, void *arg)
 /* SIGHUP: every tenant folder again, as the watcher does for one; a
  * tenant whose new files fail keeps its previous version (both here and on
  * the script thread, which keeps its own). */
-static void reload_tenants(struct daemon *d)
+static void reloaded_all(struct daemon *d, int rc)
 {
-    int rc = rf_tenants_reload(&d->tenants, d->cfg->tenants_dir,
-                               &d->tenant_env);
-
     if (rc != 0) {
         rf_log_error("tenant", RF_F("dir", d->cfg->tenants_dir),
                      "reload failed, keeping the old tenants: %s",
@@ -445,18 +444,22 @@ static void reload_tenants(struct daemon *d)
     (void)rf_runtime_reload(d->runtime, NULL, on_runtime_reloaded, d);
 }
 
-/* A tenant's files changed: load it again in both places. */
-static void on_tenant_changed(const char *id, void *arg)
+/* The loader put a tenant (or all of them, id NULL) in the intake's
+ * registry: log it and load the script thread's copy too. */
+static void on_tenant_loaded(void *arg, const char *id, int rc,
+                             const char *err_in)
 {
     struct daemon *d = arg;
     char err[2048];
-    int rc;
 
     if (d->stopping) {
         return;
     }
-    rc = rf_tenants_reload_one(d->tenants, d->cfg->tenants_dir, id,
-                               &d->tenant_env, err, sizeof(err));
+    if (id == NULL) {
+        reloaded_all(d, rc);
+        return;
+    }
+    snprintf(err, sizeof(err), "%s", err_in);
     if (rc == RF_ENOTFOUND) {
         rf_log_info("tenant", RF_F("tenant", id),
                     "removed: its folder is gone; its webhooks now get 404 "
@@ -480,6 +483,22 @@ static void on_tenant_changed(const char *id, void *arg)
     rf_log_info("tenant", RF_F("tenant", id), "files changed; reloading");
     note_tenants(d);
     (void)rf_runtime_reload(d->runtime, id, on_runtime_reloaded, d);
+}
+
+/* A tenant's files changed: load it again, off the loop (its tenant.lua
+ * may run for up to its CPU budget), then on the script thread. */
+static void on_tenant_changed(const char *id, void *arg)
+{
+    struct daemon *d = arg;
+
+    if (!d->stopping) {
+        rf_tenant_loader_one(d->loader, id);
+    }
+}
+
+static void reload_tenants(struct daemon *d)
+{
+    rf_tenant_loader_all(d->loader);
 }
 
 /* Intake committed a new event: run its source's hook, if any. */
@@ -513,6 +532,8 @@ static void finish_stop(struct daemon *d)
     uv_timer_stop(&d->drain);
     rf_watch_stop(d->watch);
     d->watch = NULL;
+    rf_tenant_loader_stop(d->loader); /* a load under way is thrown away */
+    d->loader = NULL;
     d->sync = NULL; /* freed with the script thread */
     rf_runtime_stop(d->runtime); /* hooks in flight end; outcomes queue */
     d->runtime = NULL;
@@ -621,6 +642,12 @@ static int start_scripts(struct daemon *d)
                                   (const struct rf_tenants *const *)&d
                                       ->tenants);
     if (d->dispatch == NULL) {
+        return RF_ENOMEM;
+    }
+    d->loader = rf_tenant_loader_new(&d->loop, cfg->tenants_dir,
+                                     &d->tenant_env, &d->tenants,
+                                     on_tenant_loaded, d);
+    if (d->loader == NULL) {
         return RF_ENOMEM;
     }
     d->watch = rf_watch_start(&d->loop, cfg->tenants_dir, WATCH_QUIET_MS,

@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 
@@ -468,19 +470,29 @@ int rf_sandbox_load(struct rf_sandbox *sb, const char *chunk, size_t len,
     return rc;
 }
 
-/* Reads a whole file of at most `max` bytes. Caller owns the result. */
+/* Reads a whole regular file of at most `max` bytes. Caller owns the
+ * result. Opened without blocking: a FIFO in a tenant folder would
+ * otherwise hold the loading thread until someone writes to it. */
 static char *read_file(const char *path, size_t max, size_t *len, int *rc)
 {
-    FILE *f = fopen(path, "rb");
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "rb");
     struct stat st;
     char *buf = NULL;
 
     if (f == NULL) {
         *rc = -errno;
+        if (fd >= 0) {
+            close(fd);
+        }
         return NULL;
     }
     if (fstat(fileno(f), &st) != 0) {
         *rc = -errno;
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        *rc = RF_ENOTFILE;
         goto out;
     }
     if (st.st_size < 0 || (unsigned long long)st.st_size > max) {

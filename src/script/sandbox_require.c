@@ -93,10 +93,22 @@ static int read_module(lua_State *L, const char *path, size_t max, size_t *len)
         return 0;
     }
     buf = lua_newuserdatauv(L, size + 1, 0);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* Not blocking, and checked again once open: the file may have been
+     * swapped for a FIFO since module_size() looked. */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         return luaL_error(L, "cannot open module file '%s': %s", path,
                           rf_strerror(-errno));
+    }
+    {
+        struct stat st;
+
+        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+            (size_t)st.st_size != size) {
+            close(fd);
+            return luaL_error(L, "module file '%s' changed while it was "
+                                 "read; try again", path);
+        }
     }
     while (got < size) {
         ssize_t n = read(fd, buf + got, size - got);

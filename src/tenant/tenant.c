@@ -328,24 +328,60 @@ static void remove_entry(struct rf_tenants *ts, struct rf_tenant *t)
     ts->n--;
 }
 
+void rf_tenant_reload_prepare(const char *dir, const char *id,
+                              const struct rf_tenant_env *env,
+                              struct rf_tenant_loaded *out)
+{
+    char path[4096];
+
+    out->t = NULL;
+    out->err[0] = '\0';
+    out->gone = !rf_tenant_folder_exists(dir, id);
+    if (out->gone) {
+        snprintf(out->err, sizeof(out->err), "the folder %s/%s is gone", dir,
+                 id);
+        out->rc = RF_ENOTFOUND;
+        return;
+    }
+    snprintf(path, sizeof(path), "%s/%s", dir, id);
+    out->rc = rf_tenant_load(path, id, env, &out->t, NULL, out->err,
+                             sizeof(out->err));
+}
+
 int rf_tenants_reload_one(struct rf_tenants *ts, const char *dir,
                           const char *id, const struct rf_tenant_env *env,
                           char *err, size_t errlen)
 {
-    struct rf_tenant *old = find_mut(ts, id);
-    struct rf_tenant *t = NULL;
-    char path[4096];
+    struct rf_tenant_loaded *l = malloc(sizeof(*l));
     int rc;
 
-    if (!rf_tenant_folder_exists(dir, id)) {
-        snprintf(err, errlen, "the folder %s/%s is gone", dir, id);
+    if (l == NULL) {
+        return RF_ENOMEM;
+    }
+    rf_tenant_reload_prepare(dir, id, env, l);
+    rc = rf_tenants_reload_finish_one(ts, dir, id, l);
+    snprintf(err, errlen, "%s", l->err);
+    free(l);
+    return rc;
+}
+
+int rf_tenants_reload_finish_one(struct rf_tenants *ts, const char *dir,
+                                 const char *id, struct rf_tenant_loaded *l)
+{
+    struct rf_tenant *old = find_mut(ts, id);
+    struct rf_tenant *t = l->t;
+    const char *err = l->err;
+    char path[4096];
+    int rc = l->rc;
+
+    l->t = NULL; /* ours from here */
+    if (l->gone) {
         if (old != NULL) {
             remove_entry(ts, old);
         }
         return RF_ENOTFOUND;
     }
     snprintf(path, sizeof(path), "%s/%s", dir, id);
-    rc = rf_tenant_load(path, id, env, &t, NULL, err, errlen);
     if (rc != 0 && old == NULL) {
         t = placeholder(id, path, err);
         if (t == NULL) {
@@ -476,11 +512,24 @@ int rf_tenants_reload(struct rf_tenants **ts, const char *dir,
                       const struct rf_tenant_env *env)
 {
     struct rf_tenants *next = NULL;
-    int rc = load_all(dir, env, *ts, &next);
+    int rc = rf_tenants_reload_prepare(dir, env, *ts, &next);
 
-    if (rc != 0) {
-        return rc;
+    if (rc == 0) {
+        rf_tenants_reload_finish(ts, next);
     }
+    return rc;
+}
+
+int rf_tenants_reload_prepare(const char *dir, const struct rf_tenant_env *env,
+                              const struct rf_tenants *prev,
+                              struct rf_tenants **next)
+{
+    /* add_tenant() only reads prev, for its log line. */
+    return load_all(dir, env, (struct rf_tenants *)prev, next);
+}
+
+void rf_tenants_reload_finish(struct rf_tenants **ts, struct rf_tenants *next)
+{
     for (size_t i = 0; *ts != NULL && i < (*ts)->n; i++) {
         struct rf_tenant *old = &(*ts)->v[i], *now;
 
@@ -498,7 +547,6 @@ int rf_tenants_reload(struct rf_tenants **ts, const char *dir,
     }
     rf_tenants_free(*ts);
     *ts = next;
-    return 0;
 }
 
 void rf_tenants_free(struct rf_tenants *ts)
