@@ -226,8 +226,8 @@ const struct rf_source *rf_source_find(const struct rf_tenant *t,
 /* Whether dir/id exists and is a folder (a tenant that was not removed). */
 int rf_tenant_folder_exists(const char *dir, const char *id);
 
-/* Whether `id` (len bytes) is a valid tenant or source name:
- * [a-z0-9][a-z0-9_-]* up to RF_TENANT_ID_MAX bytes. */
+/* Whether `id` (len bytes) is a valid tenant id: [a-z0-9]+(-[a-z0-9]+)*
+ * up to RF_TENANT_ID_MAX bytes. (Source names also allow '_'.) */
 int rf_tenant_id_valid(const char *id, size_t len);
 
 #endif

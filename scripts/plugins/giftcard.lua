@@ -5,7 +5,7 @@
 --
 --   local giftcard = require("giftcard").configure{
 --     base_url = "https://api.giftcards.example",   -- also in allowed_hosts
---     api_key = env("ACME_GIFTCARD_KEY"),
+--     api_key = env("ACME__GIFTCARD_KEY"),
 --   }
 --   -- several accounts: configure("eu", {...}) and account = "eu" in actions
 --

@@ -3,7 +3,7 @@
 --
 -- Configure the signing secret once at the top of tenant.lua:
 --
---   require("webhook").configure{ secret = env("ACME_WEBHOOK_SECRET") }
+--   require("webhook").configure{ secret = env("ACME__WEBHOOK_SECRET") }
 --   -- secret: "whsec_" and base64 text, or plain text used as it is;
 --   -- several secrets: configure("crm", {...}) and account = "crm"
 --

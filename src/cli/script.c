@@ -84,7 +84,8 @@ static int tenant_id(FILE *f, const char *dir, char *out, size_t n)
     snprintf(out, n, "%s", basename(copy));
     if (!rf_tenant_id_valid(out, strlen(out))) {
         fprintf(f, "%s: the folder name '%s' is not a valid tenant id: "
-                   "use a-z, 0-9, - and _ (not first), at most %d bytes; "
+                   "use words of a-z and 0-9 joined by single '-', at most "
+                   "%d bytes; "
                    "the daemon ignores such a folder\n",
                 dir, out, RF_TENANT_ID_MAX);
         return -1;

@@ -155,9 +155,11 @@ static int l_file(lua_State *L)
 
 /* env(NAME) for tenant scripts: one tenant must not read another's
  * secrets, nor the operator's (an admin token), so only variables named
- * with the tenant's prefix (tenant "acme-eu": ACME_EU_...), and only while
- * tenant.lua loads: settings and plugins take their secrets then, and a
- * hook cannot go looking later. */
+ * with the tenant's prefix (tenant "acme-eu": ACME_EU__...), and only
+ * while tenant.lua loads: settings and plugins take their secrets then,
+ * and a hook cannot go looking later. The "__" ends the prefix: ids hold
+ * no '_' and no "--" (rf_tenant_id_valid()), so no tenant's prefix starts
+ * another's ("ACME_" did start "ACME_EU_"). */
 static int l_tenant_env(lua_State *L)
 {
     const char *name = luaL_checkstring(L, 1), *prefix, *v;
@@ -184,16 +186,17 @@ static int l_tenant_env(lua_State *L)
 }
 
 /* The prefix of the variables tenant `id` may read: upper case, '-' as
- * '_', then '_'. */
+ * '_', then "__". */
 static void env_prefix(const char *id, char *out, size_t n)
 {
     size_t i = 0;
 
-    for (; id[i] && i + 2 < n; i++) {
+    for (; id[i] && i + 3 < n; i++) {
         char c = id[i];
 
         out[i] = c == '-' ? '_' : (c >= 'a' && c <= 'z') ? (char)(c - 32) : c;
     }
+    out[i++] = '_';
     out[i++] = '_';
     out[i] = '\0';
 }
@@ -202,7 +205,7 @@ static struct rf_sandbox *tenant_sandbox(const char *dir, const char *id,
                                          const struct rf_tenant_env *env,
                                          size_t mem_max, unsigned cpu_ms)
 {
-    char prefix[RF_TENANT_ID_MAX + 2];
+    char prefix[RF_TENANT_ID_MAX + 3];
     struct rf_sandbox_limits lim = {mem_max, cpu_ms,
                                     env ? env->plugin_path : NULL};
     struct rf_sandbox *sb = rf_sandbox_new(&lim, RF_SANDBOX_REQUIRE);

@@ -5,7 +5,7 @@
  *       landing = "https://acme.example/refer?code={code}",
  *       link = "https://go.acme.example/r/{code}",
  *       code_field = "Referral_Code", link_field = "Referral_Link",
- *       secret = env("ACME_REFERRALS_SECRET"),
+ *       secret = env("ACME__REFERRALS_SECRET"),
  *       form_per_minute = 10,
  *     }
  */

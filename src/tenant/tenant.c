@@ -22,13 +22,37 @@
 static const char *const source_keys[] = {"secret", "id", "format",
                                           "keep_headers", "hook", NULL};
 
+/* Tenant ids are words of a-z and 0-9 joined by single hyphens, so that
+ * the prefix of a tenant's environment variables (load.c: upper case, '-'
+ * as '_', then "__") names exactly one tenant: with '_' or "--" allowed,
+ * "acme" could read ACME_EU's variables, or "acme-eu" and "acme_eu" share
+ * them. */
 int rf_tenant_id_valid(const char *id, size_t len)
+{
+    if (len == 0 || len > RF_TENANT_ID_MAX || id[0] == '-' ||
+        id[len - 1] == '-') {
+        return 0;
+    }
+    for (size_t i = 0; i < len; i++) {
+        char c = id[i];
+        int ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                 (c == '-' && id[i - 1] != '-');
+
+        if (!ok) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Source names: a-z, 0-9, and '-' or '_' after the first character. */
+static int source_name_valid(const char *name, size_t len)
 {
     if (len == 0 || len > RF_TENANT_ID_MAX) {
         return 0;
     }
     for (size_t i = 0; i < len; i++) {
-        char c = id[i];
+        char c = name[i];
         int ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
                  (i > 0 && (c == '-' || c == '_'));
 
@@ -184,7 +208,7 @@ static int read_source(struct rf_reader *r, const char *name,
     int rc;
 
     snprintf(path, sizeof(path), "sources.%s", name);
-    if (!rf_tenant_id_valid(name, strlen(name))) {
+    if (!source_name_valid(name, strlen(name))) {
         return rf_reader_fail(r, path, "source names use a-z, 0-9, - and _");
     }
     if (strcmp(name, "zoho") == 0) {
@@ -434,8 +458,8 @@ static int add_tenant(struct rf_tenants *ts, struct rf_tenants *prev,
     }
     if (!rf_tenant_id_valid(name, strlen(name))) {
         rf_log_warn("tenant", RF_F("dir", dir, "folder", name),
-                    "ignored: a tenant folder's name is its id, which uses "
-                    "a-z, 0-9, - and _ (not first) and at most %d bytes",
+                    "ignored: a tenant folder's name is its id: words of "
+                    "a-z and 0-9 joined by single '-', at most %d bytes",
                     RF_TENANT_ID_MAX);
         return 0;
     }

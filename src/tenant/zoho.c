@@ -2,11 +2,11 @@
  * modules it polls and its notification channel.
  *
  *     zoho = {
- *       client_id = "1000.ABC", client_secret = env("ACME_ZOHO_SECRET"),
+ *       client_id = "1000.ABC", client_secret = env("ACME__ZOHO_SECRET"),
  *       refresh_token = file("zoho.refresh"), dc = "eu",
  *       modules = { Contacts = { "Email", "First_Name", "Customer_Tier" } },
  *       notify = { url = "https://hooks.example.com/t/acme/zoho/notify",
- *                  token = env("ACME_ZOHO_CHANNEL_TOKEN") },
+ *                  token = env("ACME__ZOHO_CHANNEL_TOKEN") },
  *     }
  */
 #include "referee/error.h"

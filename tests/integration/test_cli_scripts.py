@@ -116,7 +116,8 @@ class CheckAndCallTest(unittest.TestCase):
         self.assertRegex(out, r"0 sources, hooks: none\n$")
 
     def test_check_refuses_a_folder_name_that_is_no_tenant_id(self):
-        for name in ("bad name", "Acme", "-x", "a" * 65):
+        for name in ("bad name", "Acme", "-x", "a" * 65, "acme_eu", "a--b",
+                     "b-"):
             with self.subTest(name=name), \
                     TenantFolder(name, "return {}\n") as folder:
                 res = run_cli("check", folder)

@@ -200,18 +200,18 @@ static void test_env_only_while_loading(void **state)
 {
     struct outcome o;
 
-    setenv("ENVY_TOKEN", "t0ken", 1);
+    setenv("ENVY__TOKEN", "t0ken", 1);
     write_tenant("envy", "  milestone = (function()\n"
-                         "    local tok, get = env('ENVY_TOKEN'), env\n"
+                         "    local tok, get = env('ENVY__TOKEN'), env\n"
                          "    return function(rec)\n"
-                         "      local ok, err = pcall(get, 'ENVY_TOKEN')\n"
+                         "      local ok, err = pcall(get, 'ENVY__TOKEN')\n"
                          "      return { tok, ok, err }\n"
                          "    end\n"
                          "  end)(),");
     load("envy");
     call("envy", "milestone", "{}", &o);
     expect_json(&o, "[\"t0ken\",false,\"env() works only while "
-                    "tenant.lua loads; read ENVY_TOKEN into a local "
+                    "tenant.lua loads; read ENVY__TOKEN into a local "
                     "there\"]");
 }
 

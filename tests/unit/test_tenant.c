@@ -217,24 +217,29 @@ static void test_env_reads_only_the_tenants_own(void **state)
     struct rf_tenant *t;
     char err[2048];
 
-    setenv("E1_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", 1);
-    setenv("E_3_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", 1);
+    setenv("E1__SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", 1);
+    setenv("E_3__SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", 1);
     setenv("RF_TEST_ADMIN_TOKEN", "operator-only-0123456789", 1);
     write_file("e1", "tenant.lua",
-               "return { sources = { s = { secret = env('E1_SECRET') } } }\n");
+               "return { sources = { s = { secret = env('E1__SECRET') } } }\n");
     assert_int_equal(load("e1", &t, err), 0);
     rf_tenant_free(t);
     write_file("e-3", "tenant.lua",
-               "return { sources = { s = { secret = env('E_3_SECRET') } } }\n");
+               "return { sources = { s = { secret = env('E_3__SECRET') } } }\n");
     assert_int_equal(load("e-3", &t, err), 0);
     rf_tenant_free(t);
     expect_error("e2", "local t = env('RF_TEST_ADMIN_TOKEN')\nreturn {}\n",
                  RF_ESCRIPT,
                  "1: env(): a tenant reads only variables whose name starts "
-                 "with E2_, not RF_TEST_ADMIN_TOKEN");
-    expect_error("e4", "return { x = env('E1_SECRET') }\n", RF_ESCRIPT,
+                 "with E2__, not RF_TEST_ADMIN_TOKEN");
+    expect_error("e4", "return { x = env('E1__SECRET') }\n", RF_ESCRIPT,
                  "1: env(): a tenant reads only variables whose name starts "
-                 "with E4_, not E1_SECRET");
+                 "with E4__, not E1__SECRET");
+    /* Tenant "e" must not read the variables of "e-3" (a reviewer's
+     * "acme" read ACME_EU_SHOP_SECRET when the prefix ended in one '_'). */
+    expect_error("e", "return { x = env('E_3__SECRET') }\n", RF_ESCRIPT,
+                 "1: env(): a tenant reads only variables whose name starts "
+                 "with E__, not E_3__SECRET");
 }
 
 static void test_registry_reload_one(void **state)
@@ -478,7 +483,13 @@ static void test_registry_loaded(void **state)
 
 static void test_tenant_id_rules(void **state)
 {
-    assert_true(rf_tenant_id_valid("acme-eu_2", 9));
+    assert_true(rf_tenant_id_valid("acme-eu-2", 9));
+    assert_true(rf_tenant_id_valid("a", 1));
+    /* '_', "--" and a trailing '-' would let two ids share (or one id
+     * start) the prefix of environment variables: see test_env_... */
+    assert_false(rf_tenant_id_valid("acme_eu", 7));
+    assert_false(rf_tenant_id_valid("acme--eu", 8));
+    assert_false(rf_tenant_id_valid("acme-", 5));
     assert_false(rf_tenant_id_valid("Acme", 4));
     assert_false(rf_tenant_id_valid("-acme", 5));
     assert_false(rf_tenant_id_valid("a/b", 3));

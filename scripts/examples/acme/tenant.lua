@@ -22,16 +22,16 @@
 -- missing). `make demo` (scripts/demo) sets them to point at the Zoho
 -- simulator and the stand-in gift-card provider:
 --
---   ACME_ZOHO_CLIENT_ID, ACME_ZOHO_CLIENT_SECRET, ACME_ZOHO_REFRESH_TOKEN
+--   ACME__ZOHO_CLIENT_ID, ACME__ZOHO_CLIENT_SECRET, ACME__ZOHO_REFRESH_TOKEN
 --       the Zoho API client and its refresh token
---   ACME_ZOHO_ACCOUNTS_URL   optional: another accounts server (the
+--   ACME__ZOHO_ACCOUNTS_URL   optional: another accounts server (the
 --       simulator); unset for the real Zoho, which the data centre names
---   ACME_ZOHO_POLL_S         optional: seconds between polls (default 300)
---   ACME_NOTIFY_URL, ACME_NOTIFY_TOKEN
+--   ACME__ZOHO_POLL_S         optional: seconds between polls (default 300)
+--   ACME__NOTIFY_URL, ACME__NOTIFY_TOKEN
 --       optional: where Zoho's Watch notifications reach this host
 --       (https://<host>/t/acme/zoho/notify) and the channel's secret token
---   ACME_REFERRALS_SECRET    signs referral posts relayed by acme's website
---   ACME_GIFTCARD_URL, ACME_GIFTCARD_KEY
+--   ACME__REFERRALS_SECRET    signs referral posts relayed by acme's website
+--   ACME__GIFTCARD_URL, ACME__GIFTCARD_KEY
 --       the gift-card provider's API and key
 
 -- An optional setting: nil when the variable is unset or empty.
@@ -56,15 +56,15 @@ local function host_of(url)
            private = private }
 end
 
-local GIFTCARD_URL = env("ACME_GIFTCARD_URL")
-local ZOHO_ACCOUNTS_URL = optional_env("ACME_ZOHO_ACCOUNTS_URL")
-local NOTIFY_URL = optional_env("ACME_NOTIFY_URL")
+local GIFTCARD_URL = env("ACME__GIFTCARD_URL")
+local ZOHO_ACCOUNTS_URL = optional_env("ACME__ZOHO_ACCOUNTS_URL")
+local NOTIFY_URL = optional_env("ACME__NOTIFY_URL")
 
 -- Reward providers (scripts/plugins/). Their secrets stay in the script
 -- state: never in the store, the audit log or an outbox job.
 require("giftcard").configure{
   base_url = GIFTCARD_URL,
-  api_key = env("ACME_GIFTCARD_KEY"),
+  api_key = env("ACME__GIFTCARD_KEY"),
 }
 
 -- The program's rules in one place.
@@ -83,9 +83,9 @@ end
 
 return {
   zoho = {
-    client_id = env("ACME_ZOHO_CLIENT_ID"),
-    client_secret = env("ACME_ZOHO_CLIENT_SECRET"),
-    refresh_token = env("ACME_ZOHO_REFRESH_TOKEN"),
+    client_id = env("ACME__ZOHO_CLIENT_ID"),
+    client_secret = env("ACME__ZOHO_CLIENT_SECRET"),
+    refresh_token = env("ACME__ZOHO_REFRESH_TOKEN"),
     dc = "eu",
     accounts_url = ZOHO_ACCOUNTS_URL,
     allowed_hosts = ZOHO_ACCOUNTS_URL and { host_of(ZOHO_ACCOUNTS_URL) }
@@ -102,12 +102,12 @@ return {
     },
     -- How often referee asks Zoho what changed (5 s to a day). The demo
     -- polls every 5 s so that the sales team's work shows at once.
-    poll_every_s = tonumber(optional_env("ACME_ZOHO_POLL_S")) or 300,
+    poll_every_s = tonumber(optional_env("ACME__ZOHO_POLL_S")) or 300,
     -- With a public URL, Zoho's Watch API tells referee about changes as
     -- they happen, and the poll becomes the safety net (every 30 min).
     notify = NOTIFY_URL and {
       url = NOTIFY_URL,
-      token = env("ACME_NOTIFY_TOKEN"),
+      token = env("ACME__NOTIFY_TOKEN"),
     } or nil,
   },
 
@@ -124,7 +124,7 @@ return {
     -- acme's website relays its referral form server to server, signed
     -- (Standard Webhooks); unsigned posts straight from browsers are
     -- limited per address.
-    secret = env("ACME_REFERRALS_SECRET"),
+    secret = env("ACME__REFERRALS_SECRET"),
     form_per_minute = 10,
   },
 
