@@ -36,6 +36,7 @@ struct rf_config {
     unsigned script_wall_ms; /* longest a hook call may wait */
     size_t script_mem_max;  /* most memory a tenant may ask for, bytes */
     unsigned script_cpu_ms_max; /* most CPU budget a tenant may ask for */
+    size_t script_store_max;    /* most limits.store_mb may ask for, bytes */
     int script_allow_private; /* tenants may allow private addresses */
     char *ca_file;         /* extra CAs for scripts' http.request */
     char *admin_listen;    /* "host:port" of the admin API; NULL: off */

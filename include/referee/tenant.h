@@ -32,6 +32,11 @@
 #define RF_TENANT_MEM_MB_CAP 256
 #define RF_TENANT_HOSTS_MAX 32
 
+/* What a tenant's store.put values (with their keys) may take in all:
+ * limits.store_mb, 1 to the maximum, default the default. */
+#define RF_TENANT_STORE_MB_DEFAULT 64
+#define RF_TENANT_STORE_MB_MAX 4096
+
 /* The hooks a tenant script may define (DESIGN.md, "Scripts"). */
 enum rf_hook {
     RF_HOOK_COHORT = 0,
@@ -109,6 +114,7 @@ struct rf_tenant {
     unsigned hooks;   /* bit (1 << enum rf_hook) for each hook defined */
     size_t mem_max;   /* sandbox memory cap, bytes (0: default) */
     unsigned cpu_ms;  /* CPU budget per hook call (0: default) */
+    size_t store_max; /* bytes of store.put keys and values (0: default) */
     struct rf_http_allow allow[RF_TENANT_HOSTS_MAX]; /* strings owned */
     size_t nallow;
     struct rf_tenant_zoho *zoho; /* NULL: no Zoho connection */
@@ -124,6 +130,8 @@ struct rf_tenant_env {
                             (0: RF_TENANT_MEM_MB_CAP MiB) */
     unsigned cpu_ms_cap; /* most limits.cpu_ms may ask for
                             (0: RF_TENANT_CPU_MS_CAP) */
+    size_t store_cap;    /* most limits.store_mb may ask for, bytes
+                            (0: RF_TENANT_STORE_MB_MAX MiB) */
     int refuse_private;  /* allowed hosts may not say private = true (the
                             daemon, unless scripts.allow_private) */
 };

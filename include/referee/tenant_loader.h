@@ -24,8 +24,7 @@ struct rf_tenant_loader;
 
 /* `dir` and `env` must outlive the loader; `*ts` is the registry it
  * updates (rf_tenants_reload_finish() may replace it). NULL on ENOMEM. */
-struct rf_tenant_loader *rf_tenant_loader_new(uv_loop_t *loop,
-                                              const char *dir,
+struct rf_tenant_loader *rf_tenant_loader_new(uv_loop_t *loop, const char *dir,
                                               const struct rf_tenant_env *env,
                                               struct rf_tenants **ts,
                                               rf_tenant_loaded_cb cb,

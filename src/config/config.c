@@ -24,7 +24,7 @@ static const char *const top_keys[] = {"listen", "data",   "tenants",
 static const char *const admin_keys[] = {"listen", "token", "public", NULL};
 static const char *const script_keys[] = {
     "memory_mb", "cpu_ms", "wall_ms", "ca_file", "memory_mb_max",
-    "cpu_ms_max", "allow_private", NULL};
+    "cpu_ms_max", "store_mb_max", "allow_private", NULL};
 static const char *const log_keys[] = {"level", "format", NULL};
 static const char *const limit_keys[] = {
     "header_max",      "body_max",          "header_timeout_ms",
@@ -61,6 +61,7 @@ int rf_config_defaults(struct rf_config *cfg)
     cfg->script_cpu_ms = 50;
     cfg->script_mem_max = (size_t)RF_TENANT_MEM_MB_CAP << 20;
     cfg->script_cpu_ms_max = RF_TENANT_CPU_MS_CAP;
+    cfg->script_store_max = (size_t)RF_TENANT_STORE_MB_MAX << 20;
     cfg->script_wall_ms = 30000;
     if (rf_config_set_string(&cfg->plugins[0], "scripts/plugins") ||
         rf_config_set_string(&cfg->listen, "127.0.0.1:8080") ||
@@ -324,6 +325,7 @@ static int read_scripts(struct rf_reader *r, struct rf_config *cfg)
     unsigned long long wall = cfg->script_wall_ms;
     unsigned long long mb_max = cfg->script_mem_max >> 20;
     unsigned long long cpu_max = cfg->script_cpu_ms_max;
+    unsigned long long store_max = cfg->script_store_max >> 20;
     int rc = sub_table(r, "scripts");
 
     if (rc <= 0) {
@@ -345,6 +347,10 @@ static int read_scripts(struct rf_reader *r, struct rf_config *cfg)
                             &cpu_max);
     }
     if (rc == 0) {
+        rc = rf_reader_uint(r, -1, "scripts", "store_mb_max", 1,
+                            RF_TENANT_STORE_MB_MAX, &store_max);
+    }
+    if (rc == 0) {
         rc = rf_reader_uint(r, -1, "scripts", "wall_ms", 100, 600000, &wall);
     }
     if (rc == 0) {
@@ -358,6 +364,7 @@ static int read_scripts(struct rf_reader *r, struct rf_config *cfg)
     cfg->script_cpu_ms = (unsigned)cpu;
     cfg->script_mem_max = (size_t)mb_max << 20;
     cfg->script_cpu_ms_max = (unsigned)cpu_max;
+    cfg->script_store_max = (size_t)store_max << 20;
     cfg->script_wall_ms = (unsigned)wall;
     if (rc == 0) {
         rc = check_caps(r, cfg);

@@ -693,6 +693,7 @@ static int start_parts(struct daemon *d)
     d->tenant_env.cpu_ms = cfg->script_cpu_ms;
     d->tenant_env.mem_cap = cfg->script_mem_max;
     d->tenant_env.cpu_ms_cap = cfg->script_cpu_ms_max;
+    d->tenant_env.store_cap = cfg->script_store_max;
     d->tenant_env.refuse_private = !cfg->script_allow_private;
     rc = rf_store_open(cfg->data_dir, cfg->sync ? 0 : RF_STORE_NOSYNC,
                        cfg->map_size, &d->store, err, sizeof(err));

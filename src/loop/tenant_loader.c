@@ -51,8 +51,7 @@ static void do_work(uv_work_t *w)
     if (l->id != NULL) {
         rf_tenant_reload_prepare(l->dir, l->id, l->env, &l->one);
     } else {
-        l->all_rc = rf_tenants_reload_prepare(l->dir, l->env, l->prev,
-                                              &l->all);
+        l->all_rc = rf_tenants_reload_prepare(l->dir, l->env, l->prev, &l->all);
     }
 }
 
@@ -148,12 +147,10 @@ static void enqueue(struct rf_tenant_loader *l, const char *id)
     start_next(l);
 }
 
-struct rf_tenant_loader *rf_tenant_loader_new(uv_loop_t *loop,
-                                              const char *dir,
+struct rf_tenant_loader *rf_tenant_loader_new(uv_loop_t *loop, const char *dir,
                                               const struct rf_tenant_env *env,
                                               struct rf_tenants **ts,
-                                              rf_tenant_loaded_cb cb,
-                                              void *arg)
+                                              rf_tenant_loaded_cb cb, void *arg)
 {
     struct rf_tenant_loader *l = calloc(1, sizeof(*l));
 

@@ -18,6 +18,8 @@ struct put_job {
     struct rf_write_job wj; /* first: the writer hands this back */
     struct rf_call *call;
     struct rf_store *store;
+    size_t quota; /* the tenant's limits.store_mb, bytes */
+    size_t used;  /* after the write, or what stopped it (RF_ELIMIT) */
     size_t klen;
     size_t vlen; /* 0: delete */
     char *val;
@@ -78,19 +80,65 @@ static int l_get(lua_State *L)
     return 1;
 }
 
+/* What a tenant's values take is kept beside them, in the meta database
+ * under "kv_bytes" \0 tenant (8 bytes, big-endian): keys plus values, so
+ * that one tenant cannot fill the disk every tenant shares. The key of a
+ * job starts with the tenant id and its \0. A store written before the
+ * count existed starts counting at 0 (deleting older values cannot take
+ * it below 0). */
+static size_t usage_key(const struct put_job *j, char *out)
+{
+    size_t tlen = strlen(j->key);
+
+    memcpy(out, "kv_bytes", 9); /* with its \0 */
+    memcpy(out + 9, j->key, tlen);
+    return 9 + tlen;
+}
+
 static int run_put(MDB_txn *txn, struct rf_write_job *wj)
 {
     struct put_job *j = (struct put_job *)wj;
     MDB_dbi dbi = rf_store_dbi(j->store, RF_DB_KV);
-    MDB_val k = {j->klen, j->key}, v = {j->vlen, j->val};
+    MDB_dbi meta = rf_store_dbi(j->store, RF_DB_META);
+    MDB_val k = {j->klen, j->key}, v = {j->vlen, j->val}, old, uk, uv;
+    char ukey[9 + RF_TENANT_ID_MAX];
+    unsigned char buf[8];
+    size_t used = 0, was = 0, now = j->vlen ? j->klen + j->vlen : 0;
     int mrc;
 
-    if (j->vlen == 0) {
-        mrc = mdb_del(txn, dbi, &k, NULL);
-        return mrc == MDB_NOTFOUND ? 0 : rf_store_rc(mrc);
+    uk.mv_size = usage_key(j, ukey);
+    uk.mv_data = ukey;
+    mrc = mdb_get(txn, meta, &uk, &uv);
+    if (mrc == 0 && uv.mv_size == 8) {
+        used = (size_t)rf_store_get_be64(uv.mv_data);
+    } else if (mrc != 0 && mrc != MDB_NOTFOUND) {
+        return rf_store_rc(mrc);
     }
-    mrc = mdb_put(txn, dbi, &k, &v, 0);
-    return rf_store_rc(mrc);
+    mrc = mdb_get(txn, dbi, &k, &old);
+    if (mrc == 0) {
+        was = j->klen + old.mv_size;
+    } else if (mrc != MDB_NOTFOUND) {
+        return rf_store_rc(mrc);
+    }
+    used = used > was ? used - was : 0;
+    if (now > was && used + now > j->quota) {
+        j->used = used + now;
+        return RF_ELIMIT;
+    }
+    used += now;
+    if (j->vlen == 0) {
+        mrc = was ? mdb_del(txn, dbi, &k, NULL) : 0;
+    } else {
+        mrc = mdb_put(txn, dbi, &k, &v, 0);
+    }
+    if (mrc != 0) {
+        return rf_store_rc(mrc);
+    }
+    j->used = used;
+    rf_store_put_be64(buf, used);
+    uv.mv_size = 8;
+    uv.mv_data = buf;
+    return rf_store_rc(mdb_put(txn, meta, &uk, &uv, 0));
 }
 
 static void on_put_done(struct rf_write_job *wj)
@@ -104,6 +152,14 @@ static void on_put_done(struct rf_write_job *wj)
         if (wj->rc == 0) {
             lua_pushboolean(co, 1);
             rf__call_resume(c, 1);
+        } else if (wj->rc == RF_ELIMIT) {
+            lua_pushnil(co);
+            lua_pushfstring(co,
+                            "the tenant's stored values would take %d KiB "
+                            "with this one, over its limit of %d KiB "
+                            "(limits.store_mb): delete some first",
+                            (int)(j->used >> 10), (int)(j->quota >> 10));
+            rf__call_resume(c, 2);
         } else {
             lua_pushnil(co);
             lua_pushstring(co, rf_strerror(wj->rc));
@@ -150,6 +206,9 @@ static int queue_write(lua_State *L, int del)
     j->wj.done = on_put_done;
     j->call = c;
     j->store = st;
+    j->quota = rf__call_tenant(c)->store_max
+                   ? rf__call_tenant(c)->store_max
+                   : (size_t)RF_TENANT_STORE_MB_DEFAULT << 20;
     memcpy(j->key, key, klen);
     j->klen = klen;
     j->val = text;

@@ -26,7 +26,8 @@
 
 static const char *const known_keys[] = {"sources", "allowed_hosts",
                                          "limits", "zoho", "program", NULL};
-static const char *const limit_keys[] = {"memory_mb", "cpu_ms", NULL};
+static const char *const limit_keys[] = {"memory_mb", "cpu_ms", "store_mb",
+                                         NULL};
 static const char *const host_keys[] = {"host", "port", "http", "private",
                                         NULL};
 static const char *const hook_names[RF_HOOK_COUNT] = {"cohort", "capture",
@@ -320,7 +321,7 @@ static int check_source_hooks(struct rf_reader *r, const struct rf_tenant *t)
 
 static int read_limits(struct rf_reader *r, struct rf_tenant *t)
 {
-    unsigned long long mb = 0, cpu = 0;
+    unsigned long long mb = 0, cpu = 0, store_mb = 0;
     int rc, type = rf_reader_get(r->L, -1, "limits");
 
     if (type == LUA_TNIL) {
@@ -338,8 +339,13 @@ static int read_limits(struct rf_reader *r, struct rf_tenant *t)
     if (rc == 0) {
         rc = rf_reader_uint(r, -1, "limits", "cpu_ms", 1, 10000, &cpu);
     }
+    if (rc == 0) {
+        rc = rf_reader_uint(r, -1, "limits", "store_mb", 1,
+                            RF_TENANT_STORE_MB_MAX, &store_mb);
+    }
     t->mem_max = (size_t)mb << 20;
     t->cpu_ms = (unsigned)cpu;
+    t->store_max = (size_t)store_mb << 20;
     lua_pop(r->L, 1);
     return rc;
 }
@@ -498,10 +504,14 @@ static void version_of(const char *src, size_t len, char out[17])
     out[16] = '\0';
 }
 
-/* Refuses limits over the operator's caps (env may be NULL). */
-static int check_caps(struct rf_reader *r, const struct rf_tenant *t,
+/* Refuses limits over the operator's caps (env may be NULL), and gives a
+ * tenant that sets no limits.store_mb the default, or the cap if lower. */
+static int check_caps(struct rf_reader *r, struct rf_tenant *t,
                       const struct rf_tenant_env *env)
 {
+    size_t store_cap = env && env->store_cap
+                           ? env->store_cap
+                           : (size_t)RF_TENANT_STORE_MB_MAX << 20;
     size_t mem_cap = env && env->mem_cap ? env->mem_cap
                                          : (size_t)RF_TENANT_MEM_MB_CAP << 20;
     unsigned cpu_cap = env && env->cpu_ms_cap ? env->cpu_ms_cap
@@ -532,6 +542,16 @@ static int check_caps(struct rf_reader *r, const struct rf_tenant *t,
                               "%u ms is over the operator's cap of %u ms "
                               "(scripts.cpu_ms_max in the daemon config)",
                               t->cpu_ms, cpu_cap);
+    }
+    if (t->store_max > store_cap) {
+        return rf_reader_fail(r, "limits.store_mb",
+                              "%zu MiB is over the operator's cap of %zu MiB "
+                              "(scripts.store_mb_max in the daemon config)",
+                              t->store_max >> 20, store_cap >> 20);
+    }
+    if (t->store_max == 0) {
+        t->store_max = (size_t)RF_TENANT_STORE_MB_DEFAULT << 20;
+        t->store_max = t->store_max < store_cap ? t->store_max : store_cap;
     }
     if (t->mem_max > mem_cap) {
         return rf_reader_fail(r, "limits.memory_mb",

@@ -200,6 +200,12 @@ static void test_script_caps(void **state)
     assert_int_equal(load("return {}\n", &cfg, err), 0);
     assert_int_equal(cfg.script_cpu_ms_max, 1000);
     assert_int_equal(cfg.script_mem_max, (size_t)256 << 20);
+    assert_int_equal(cfg.script_store_max, (size_t)4096 << 20);
+    rf_config_cleanup(&cfg);
+    assert_int_equal(load("return { scripts = { store_mb_max = 100 } }\n",
+                          &cfg, err),
+                     0);
+    assert_int_equal(cfg.script_store_max, (size_t)100 << 20);
     rf_config_cleanup(&cfg);
     assert_int_equal(load("return { scripts = { cpu_ms_max = 200,\n"
                           "  memory_mb_max = 64, cpu_ms = 100 } }\n",

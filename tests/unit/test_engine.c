@@ -338,6 +338,37 @@ static void test_store_round_trip(void **state)
     expect_json(&o, "[\"4876000000945492576\",true]");
 }
 
+/* limits.store_mb bounds what a tenant's values take on the disk every
+ * tenant shares (a reviewer's tenant wrote 6.7 GB of 64 KiB values):
+ * replacing a value counts only the difference, deleting gives room. */
+static void test_store_quota(void **state)
+{
+    struct outcome o;
+
+    write_tenant("quota",
+                 "  limits = { store_mb = 1, cpu_ms = 1000 },\n"
+                 "  milestone = function()\n"
+                 "    local big, n, err = string.rep('x', 60000), 0\n"
+                 "    for i = 1, 40 do\n"
+                 "      local ok, e = store.put('k' .. i, big)\n"
+                 "      if not ok then err = e break end\n"
+                 "      n = n + 1\n"
+                 "    end\n"
+                 "    local again = store.put('k1', big)\n"
+                 "    assert(store.delete('k2'))\n"
+                 "    local after = store.put('k' .. (n + 1), big)\n"
+                 "    local over = store.put('k' .. (n + 2), big)\n"
+                 "    return { n, err, again, after, over or false }\n"
+                 "  end,");
+    load("quota");
+    call("quota", "milestone", NULL, &o);
+    /* 17 values of 60,002 bytes (with their keys) fit in 1 MiB. */
+    expect_json(&o, "[17,\"the tenant's stored values would take 1054 KiB "
+                    "with this one, over its limit of 1024 KiB "
+                    "(limits.store_mb): delete some first\",true,true,"
+                    "false]");
+}
+
 static void test_bad_script_behaviour(void **state)
 {
     struct outcome o;
@@ -532,6 +563,7 @@ int main(void)
         cmocka_unit_test(test_broken_reload_keeps_old),
         cmocka_unit_test(test_limit_rebuilds_state),
         cmocka_unit_test(test_store_round_trip),
+        cmocka_unit_test(test_store_quota),
         cmocka_unit_test(test_bad_script_behaviour),
         cmocka_unit_test(test_http_outside_hook_refused),
         cmocka_unit_test(test_http_request_method_injection_is_refused),

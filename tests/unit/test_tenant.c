@@ -225,7 +225,8 @@ static void test_env_reads_only_the_tenants_own(void **state)
     assert_int_equal(load("e1", &t, err), 0);
     rf_tenant_free(t);
     write_file("e-3", "tenant.lua",
-               "return { sources = { s = { secret = env('E_3__SECRET') } } }\n");
+               "return { sources = { s = { secret = env('E_3__SECRET') } } "
+               "}\n");
     assert_int_equal(load("e-3", &t, err), 0);
     rf_tenant_free(t);
     expect_error("e2", "local t = env('RF_TEST_ADMIN_TOKEN')\nreturn {}\n",
@@ -431,6 +432,28 @@ static void test_limits_over_the_operator_cap_fail(void **state)
                      0);
     assert_int_equal(t->cpu_ms, 100);
     assert_int_equal(t->mem_max, (size_t)8 << 20);
+    assert_int_equal(t->store_max, (size_t)64 << 20); /* the default */
+    rf_tenant_free(t);
+    /* The store's cap: over it fails; without limits.store_mb the tenant
+     * gets the default or the cap, whichever is lower. */
+    env.store_cap = (size_t)16 << 20;
+    write_file("c4", "tenant.lua",
+               "return {\n limits = { store_mb = 17 } }\n");
+    snprintf(path, sizeof(path), "%s/c4", dir);
+    assert_int_equal(rf_tenant_load(path, "c4", &env, &t, NULL, err,
+                                    sizeof(err)),
+                     RF_ECONFIG);
+    snprintf(want, sizeof(want),
+             "%s/c4/tenant.lua:2: setting 'limits.store_mb': 17 MiB is over "
+             "the operator's cap of 16 MiB (scripts.store_mb_max in the "
+             "daemon config)",
+             dir);
+    assert_string_equal(err, want);
+    write_file("c4", "tenant.lua", "return {}\n");
+    assert_int_equal(rf_tenant_load(path, "c4", &env, &t, NULL, err,
+                                    sizeof(err)),
+                     0);
+    assert_int_equal(t->store_max, (size_t)16 << 20);
     rf_tenant_free(t);
 }
 

@@ -144,7 +144,7 @@ static void test_loads_queue_and_coalesce(void **state)
     rf_tenant_loader_one(l, "slow");  /* already waiting */
     rf_tenant_loader_one(l, "other"); /* waits */
     write_tenant("other", "return { sources = { c = {} } }\n");
-    rf_tenant_loader_all(l); /* takes the place of the two waiting */
+    rf_tenant_loader_all(l);          /* takes the place of the two waiting */
     rf_tenant_loader_one(l, "other"); /* covered by the full reload */
     uv_run(&loop, UV_RUN_DEFAULT);
 
