@@ -202,7 +202,12 @@ int rf_api_push_json(lua_State *L, const cJSON *v)
     } else if (cJSON_IsNumber(v)) {
         double d = v->valuedouble;
 
-        if (d == floor(d) && fabs(d) < 9007199254740992.0) {
+        if (!isfinite(d)) {
+            /* Beyond a double's range (1e400): json.null, as in an event's
+             * json, which comes through cJSON's printer, and as
+             * json.encode would not take infinity back. */
+            lua_pushlightuserdata(L, NULL);
+        } else if (d == floor(d) && fabs(d) < 9007199254740992.0) {
             lua_pushinteger(L, (lua_Integer)d);
         } else {
             lua_pushnumber(L, d);

@@ -9,12 +9,17 @@
 
 #define CTX_KEY "rf.log.ctx"
 
+/* Lines one call may write; the next one says the rest are dropped. A
+ * reviewer's hook wrote 13,500 lines (4.8 MB) within its 50 ms budget. */
+#define LINES_PER_CALL 100
+
 /* The tagging context of the running call, kept in one userdata per state
  * so that setting it for each call allocates nothing. */
 struct log_ctx {
     char tenant[72];
     char hook[64];
     char event[48];
+    unsigned lines; /* written since the context was set */
 };
 
 static void copy(char *dst, size_t n, const char *src)
@@ -43,15 +48,36 @@ void rf_api_set_context(lua_State *L, const char *tenant, const char *hook,
     copy(ctx->tenant, sizeof(ctx->tenant), tenant);
     copy(ctx->hook, sizeof(ctx->hook), hook);
     copy(ctx->event, sizeof(ctx->event), event);
+    ctx->lines = 0;
 }
+
+/* By enum rf_log_level. */
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
 /* log.X(fmt, ...): formats like string.format, then logs. */
 static int write_line(lua_State *L, enum rf_log_level level)
 {
     const char *msg, *tenant = NULL, *hook = NULL, *event = NULL;
+    struct log_ctx *ctx = NULL;
     int n = lua_gettop(L);
 
     if (!RF_LOG_ENABLED(level)) {
+        return 0;
+    }
+    if (lua_getfield(L, LUA_REGISTRYINDEX, CTX_KEY) == LUA_TUSERDATA) {
+        ctx = lua_touserdata(L, -1);
+        tenant = ctx->tenant[0] ? ctx->tenant : NULL;
+        hook = ctx->hook[0] ? ctx->hook : NULL;
+        event = ctx->event[0] ? ctx->event : NULL;
+    }
+    lua_pop(L, 1);
+    if (ctx && ctx->lines >= LINES_PER_CALL) {
+        if (ctx->lines++ == LINES_PER_CALL) {
+            rf_log_write(RF_LOG_WARN, "script",
+                         RF_F("tenant", tenant, "hook", hook, "event", event),
+                         "this call wrote %d log lines; the rest are dropped",
+                         LINES_PER_CALL);
+        }
         return 0;
     }
     if (n > 1) {
@@ -59,15 +85,22 @@ static int write_line(lua_State *L, enum rf_log_level level)
         lua_getfield(L, -1, "format");
         lua_insert(L, 1);
         lua_pop(L, 1);
-        lua_call(L, n, 1);
+        /* Protected, so that a bad format is raised from here, where its
+         * position is the script line that called log.X. */
+        int status = lua_pcall(L, n, 1, 0);
+
+        if (status != LUA_ERRRUN && status != LUA_OK) {
+            return lua_error(L); /* out of memory, a limit: as they are */
+        }
+        if (status != LUA_OK) {
+            return luaL_error(L, "log.%s: %s", level_names[level],
+                              lua_tostring(L, -1) ? lua_tostring(L, -1)
+                                                  : "bad format");
+        }
     }
     msg = luaL_tolstring(L, 1, NULL);
-    if (lua_getfield(L, LUA_REGISTRYINDEX, CTX_KEY) == LUA_TUSERDATA) {
-        const struct log_ctx *ctx = lua_touserdata(L, -1);
-
-        tenant = ctx->tenant[0] ? ctx->tenant : NULL;
-        hook = ctx->hook[0] ? ctx->hook : NULL;
-        event = ctx->event[0] ? ctx->event : NULL;
+    if (ctx) {
+        ctx->lines++;
     }
     rf_log_write(level, "script",
                  RF_F("tenant", tenant, "hook", hook, "event", event), "%s",

@@ -186,10 +186,12 @@ static void on_reply(const struct rf_hook_result *res, void *arg)
     if (res->rc == RF_ESTOPPING) {
         /* Cut short by a stop, not failed: without an outcome the event
          * runs at the next start. */
-        rf_log_info("dispatch", RF_F("tenant", it->tenant),
-                    "event %llu stopped before its hook ended; it runs at "
-                    "the next start",
-                    (unsigned long long)it->seq);
+        char id[RF_EVENT_ID_LEN + 1];
+
+        rf_event_id(it->seq, id);
+        rf_log_info("dispatch", RF_F("tenant", it->tenant, "event", id),
+                    "stopped before its hook ended; it runs at the next "
+                    "start");
         settled(d, it->q);
         free(it);
         return;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <curl/curl.h>
@@ -369,6 +370,60 @@ static void test_store_quota(void **state)
                     "false]");
 }
 
+static int count_of(const char *text, const char *needle)
+{
+    int n = 0;
+
+    for (const char *p = text; (p = strstr(p, needle)) != NULL; p++) {
+        n++;
+    }
+    return n;
+}
+
+/* A call writes at most 100 log lines, then one saying the rest are
+ * dropped (a reviewer's hook wrote 13,500 in its 50 ms); a bad format
+ * names the script line that called log.X. */
+static void test_log_lines_per_call(void **state)
+{
+    struct outcome o;
+    FILE *tf = tmpfile();
+    int saved = dup(STDERR_FILENO);
+    char text[65536], want[256];
+    size_t len;
+
+    assert_non_null(tf);
+    write_tenant("chatty",
+                 "  milestone = function()\n"
+                 "    for i = 1, 150 do log.info('line %d of 150', i) end\n"
+                 "    return 'done'\n"
+                 "  end,\n"
+                 "  cohort = function() log.warn('%s and %s', 1) end,");
+    load("chatty");
+    assert_int_equal(dup2(fileno(tf), STDERR_FILENO), STDERR_FILENO);
+    call("chatty", "milestone", NULL, &o);
+    assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+    close(saved);
+    expect_json(&o, "\"done\"");
+    rewind(tf);
+    len = fread(text, 1, sizeof(text) - 1, tf);
+    text[len] = '\0';
+    fclose(tf);
+    assert_int_equal(count_of(text, " of 150\""), 100);
+    assert_non_null(strstr(text, "line 100 of 150"));
+    assert_null(strstr(text, "line 101 of 150"));
+    assert_int_equal(count_of(text, "this call wrote 100 log lines; the "
+                                    "rest are dropped"),
+                     1);
+
+    call("chatty", "cohort", NULL, &o);
+    assert_int_equal(o.rc, RF_ESCRIPT);
+    snprintf(want, sizeof(want),
+             "%s/chatty/tenant.lua:9: log.warn: bad argument #3 to 'string.format' "
+             "(no value)",
+             dir);
+    assert_non_null(strstr(o.error, want));
+}
+
 static void test_bad_script_behaviour(void **state)
 {
     struct outcome o;
@@ -564,6 +619,7 @@ int main(void)
         cmocka_unit_test(test_limit_rebuilds_state),
         cmocka_unit_test(test_store_round_trip),
         cmocka_unit_test(test_store_quota),
+        cmocka_unit_test(test_log_lines_per_call),
         cmocka_unit_test(test_bad_script_behaviour),
         cmocka_unit_test(test_http_outside_hook_refused),
         cmocka_unit_test(test_http_request_method_injection_is_refused),

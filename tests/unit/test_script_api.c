@@ -33,6 +33,11 @@ static const struct lua_case cases[] = {
      "local v = json.decode('{\"id\":4876000000945492576,\"n\":12}')\n"
      "return math.type(v.n) .. ' ' .. type(v.id) .. ' ' .. v.id",
      "integer string 4876000000945492576"},
+    {"numbers beyond a double's range decode as null, as in events",
+     "local v = json.decode('[1e400,-1e400,1.5]')\n"
+     "return tostring(v[1] == json.null) .. tostring(v[2] == json.null) .. "
+     "json.encode(v)",
+     "truetrue[null,null,1.5]"},
     {"string ids stay strings on encode",
      "return json.encode({id = '4876000000945492576'})",
      "{\"id\":\"4876000000945492576\"}"},
