@@ -2,8 +2,9 @@
  * tenant as changed once its files have been quiet for a moment (editors
  * write in several steps).
  *
- * Caveats: inotify watches one level deep per tenant folder; a file in a
- * sub-folder of a tenant is not noticed until SIGHUP. Loop thread only.
+ * Caveats: inotify watches a tenant folder and its sub-folders one level
+ * down (not those whose name starts with '.'); a file deeper than that is
+ * not noticed until SIGHUP. Loop thread only.
  */
 #ifndef REFEREE_WATCH_H
 #define REFEREE_WATCH_H
