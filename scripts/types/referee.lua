@@ -4,7 +4,9 @@
 -- docs/scripting.md describes each function in full.
 
 ---Reads an environment variable while the script loads; loading fails when
----it is not set. Use it for secrets.
+---it is not set or not the tenant's own: its name starts with the tenant id
+---upper-cased, '-' as '_', then two underscores (acme: ACME__SHOP_SECRET).
+---Use it for secrets.
 ---@param name string
 ---@return string
 function env(name) end
@@ -88,7 +90,9 @@ store = {}
 ---@return any
 function store.get(key) end
 
----Stores a JSON value; returns once it is on disk. Only inside a hook.
+---Stores a JSON value; returns true once it is on disk, or nil and a
+---message (also when the tenant's values would go over limits.store_mb).
+---Only inside a hook.
 ---@param key string
 ---@param value any
 ---@return boolean|nil ok
@@ -249,7 +253,7 @@ function time.format(t, offset) end
 ---@class referee.Tenant
 ---@field sources? table<string, table>
 ---@field allowed_hosts? (string|table)[]
----@field limits? { memory_mb?: integer, cpu_ms?: integer }
+---@field limits? { memory_mb?: integer, cpu_ms?: integer, store_mb?: integer }
 ---@field zoho? table the Zoho CRM connection (docs/zoho.md); enables crm.*
 ---@field cohort? fun(contact: table): boolean
 ---@field capture? fun(referral: table, referrer: table): table
