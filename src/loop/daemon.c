@@ -423,6 +423,15 @@ static void on_runtime_reloaded(const struct rf_hook_result *res, void *arg)
 {
     struct daemon *d = arg;
 
+    if (res->rc != 0 && res->error != NULL) {
+        /* Intake took the new files but the script thread, which loads
+         * them on its own, did not (they changed in between, or the
+         * script loads differently each time). */
+        rf_log_warn("script", RF_NOF,
+                    "hooks keep running the previous version while webhooks "
+                    "use the new settings: %.*s",
+                    (int)strcspn(res->error, "\n"), res->error);
+    }
     if (!d->stopping && d->dispatch) {
         (void)rf_dispatch_recover(d->dispatch, NULL);
     }

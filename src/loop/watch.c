@@ -126,18 +126,31 @@ static void watch_subs(struct rf_watch *w, struct entry *e)
     }
 }
 
-/* Watches dir/id if it is a tenant folder not yet watched. */
-static struct entry *add(struct rf_watch *w, const char *id)
+/* Watches dir/id if it is a tenant folder not yet watched; with `warn`,
+ * says so when it is a folder whose name is no tenant id. */
+static struct entry *add(struct rf_watch *w, const char *id, int warn)
 {
     char path[8192];
     struct entry *e;
     struct stat st;
 
-    if (!rf_tenant_id_valid(id, strlen(id)) || find(w, id)) {
+    if (find(w, id)) {
         return NULL;
     }
     snprintf(path, sizeof(path), "%s/%s", w->dir, id);
     if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        return NULL;
+    }
+    if (!rf_tenant_id_valid(id, strlen(id))) {
+        /* As at start-up (tenant.c), so that a folder added while running
+         * is not silently left out. */
+        if (warn && id[0] != '.') {
+            rf_log_warn("tenant", RF_F("dir", w->dir, "folder", id),
+                        "ignored: a tenant folder's name is its id: words "
+                        "of a-z and 0-9 joined by single '-', at most %d "
+                        "bytes",
+                        RF_TENANT_ID_MAX);
+        }
         return NULL;
     }
     e = calloc(1, sizeof(*e));
@@ -187,7 +200,7 @@ static void on_root(uv_fs_event_t *h, const char *file, int events,
     if (file == NULL) {
         return;
     }
-    e = add(w, file);
+    e = add(w, file, 1);
     if (e == NULL && (e = find(w, file)) != NULL) {
         rewatch(w, e); /* removed, or removed and made again */
     }
@@ -235,7 +248,7 @@ struct rf_watch *rf_watch_start(uv_loop_t *loop, const char *dir,
     }
     d = opendir(dir);
     while (d && (ent = readdir(d)) != NULL) {
-        (void)add(w, ent->d_name);
+        (void)add(w, ent->d_name, 0); /* the registry warns at start */
     }
     if (d) {
         closedir(d);

@@ -1,5 +1,6 @@
 /* log.debug/info/warn/error for scripts: one log line each, tagged with the
  * tenant, hook and event of the call that wrote it. */
+#include "call.h"
 #include "referee/log.h"
 #include "referee/script_api.h"
 
@@ -19,7 +20,8 @@ struct log_ctx {
     char tenant[72];
     char hook[64];
     char event[48];
-    unsigned lines; /* written since the context was set */
+    unsigned lines; /* written since the context was set (outside a hook
+                       call's own coroutine: tenant.lua loading) */
 };
 
 static void copy(char *dst, size_t n, const char *src)
@@ -59,6 +61,8 @@ static int write_line(lua_State *L, enum rf_log_level level)
 {
     const char *msg, *tenant = NULL, *hook = NULL, *event = NULL;
     struct log_ctx *ctx = NULL;
+    struct rf_call *call = rf__call_of(L);
+    unsigned *lines = NULL;
     int n = lua_gettop(L);
 
     if (!RF_LOG_ENABLED(level)) {
@@ -71,8 +75,12 @@ static int write_line(lua_State *L, enum rf_log_level level)
         event = ctx->event[0] ? ctx->event : NULL;
     }
     lua_pop(L, 1);
-    if (ctx && ctx->lines >= LINES_PER_CALL) {
-        if (ctx->lines++ == LINES_PER_CALL) {
+    /* Counted per call, across its waits (the context is set again at
+     * each resume); a coroutine the script made counts against the
+     * context, as does tenant.lua while it loads. */
+    lines = call ? rf__call_log_lines(call) : ctx ? &ctx->lines : NULL;
+    if (lines && *lines >= LINES_PER_CALL) {
+        if ((*lines)++ == LINES_PER_CALL) {
             rf_log_write(RF_LOG_WARN, "script",
                          RF_F("tenant", tenant, "hook", hook, "event", event),
                          "this call wrote %d log lines; the rest are dropped",
@@ -99,8 +107,8 @@ static int write_line(lua_State *L, enum rf_log_level level)
         }
     }
     msg = luaL_tolstring(L, 1, NULL);
-    if (ctx) {
-        ctx->lines++;
+    if (lines) {
+        ++*lines;
     }
     rf_log_write(level, "script",
                  RF_F("tenant", tenant, "hook", hook, "event", event), "%s",

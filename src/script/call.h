@@ -45,6 +45,7 @@ struct rf_http_client *rf__call_http(struct rf_call *c);
 struct rf_store *rf__call_store(struct rf_call *c);
 struct rf_writer *rf__call_writer(struct rf_call *c);
 const struct rf_tenant *rf__call_tenant(struct rf_call *c);
+unsigned *rf__call_log_lines(struct rf_call *c); /* api_log.c's count */
 struct rf_zoho *rf__call_zoho(struct rf_call *c); /* NULL: none */
 
 /* Opens the waiting modules as globals (http, store, crm). */

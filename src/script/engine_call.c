@@ -85,6 +85,11 @@ static struct rf_call **call_slot(lua_State *L)
     return (struct rf_call **)lua_getextraspace(L);
 }
 
+unsigned *rf__call_log_lines(struct rf_call *c)
+{
+    return &c->log_lines;
+}
+
 struct rf_call *rf__call_of(lua_State *L)
 {
     return *call_slot(L);

@@ -53,6 +53,7 @@ struct rf_call {
     int waiting;
     int finished;
     int want_text; /* the caller reads res->json (rf_engine_call) */
+    unsigned log_lines; /* log.* lines written (api_log.c) */
     uint64_t deadline;
     uint64_t cpu_ns;
     char hook[64];
