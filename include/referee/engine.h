@@ -61,6 +61,25 @@ struct rf_engine *rf_engine_new(const struct rf_engine_opts *opts);
 int rf_engine_load(struct rf_engine *e, const char *dir, const char *id,
                    char *err, size_t errlen);
 
+/* The same in two steps, so that the slow one (running tenant.lua, up to
+ * its CPU budget twice) need not hold the script thread:
+ * rf_engine_prepare() loads a new version with the engine's `env` (pass
+ * the same as in its options) and touches no engine, so any thread may
+ * run it while the script thread goes on;
+ * rf_engine_take() then switches the tenant to it on the script thread.
+ * *out is the caller's until taken (or freed with rf_engine_loaded_free());
+ * rf_engine_take() with l NULL counts a failed load. */
+struct rf_engine_loaded;
+int rf_engine_prepare(const struct rf_tenant_env *env, const char *dir,
+                      const char *id, struct rf_engine_loaded **out,
+                      char *err, size_t errlen);
+int rf_engine_take(struct rf_engine *e, const char *dir, const char *id,
+                   struct rf_engine_loaded *l);
+void rf_engine_loaded_free(struct rf_engine_loaded *l);
+
+/* Unloads the tenants whose folder under `dir` is gone. */
+void rf_engine_forget_gone(struct rf_engine *e, const char *dir);
+
 /* Forgets the tenant's current version (freed after the last call on it)
  * and closes its Zoho connection: its folder is gone. Calls for it are
  * then refused with RF_ENOTFOUND until it is loaded again. Unknown ids are

@@ -66,8 +66,9 @@ static void retire(struct version *v)
     }
 }
 
-static int load_version(struct rf_engine *e, const char *dir, const char *id,
-                        struct version **out, char *err, size_t errlen)
+static int load_version(const struct rf_tenant_env *env, const char *dir,
+                        const char *id, struct version **out, char *err,
+                        size_t errlen)
 {
     struct version *v = calloc(1, sizeof(*v));
     lua_State *L;
@@ -77,7 +78,7 @@ static int load_version(struct rf_engine *e, const char *dir, const char *id,
         snprintf(err, errlen, "out of memory");
         return RF_ENOMEM;
     }
-    rc = rf_tenant_load(dir, id, &e->o.env, &v->settings, &v->sb, err, errlen);
+    rc = rf_tenant_load(dir, id, env, &v->settings, &v->sb, err, errlen);
     if (rc != 0) {
         free(v);
         return rc;
@@ -194,17 +195,12 @@ static void log_install(const struct tenant_rt *t, const struct version *v,
 /* Loads the tenant's files and puts the new version in place: for a
  * reload, or (`rebuild`) to replace a state a limit may have left
  * inconsistent. */
-int rf__engine_install(struct rf_engine *e, const char *dir, const char *id,
-                       int rebuild, char *err, size_t errlen)
+/* Switches tenant `id` to the loaded version v (taken). */
+static int install_version(struct rf_engine *e, const char *dir,
+                           const char *id, struct version *v, int rebuild)
 {
     struct tenant_rt *t = rf__engine_find_tenant(e, id);
-    struct version *v = NULL;
-    int rc = load_version(e, dir, id, &v, err, errlen);
 
-    if (rc != 0) {
-        e->stats.reload_failures++;
-        return rc;
-    }
     if (t == NULL) {
         unsigned b = hash(id);
 
@@ -215,7 +211,6 @@ int rf__engine_install(struct rf_engine *e, const char *dir, const char *id,
             }
             free(t);
             rf__engine_free_version(v);
-            snprintf(err, errlen, "out of memory");
             return RF_ENOMEM;
         }
         t->next = e->buckets[b];
@@ -230,10 +225,55 @@ int rf__engine_install(struct rf_engine *e, const char *dir, const char *id,
     return 0;
 }
 
+int rf__engine_install(struct rf_engine *e, const char *dir, const char *id,
+                       int rebuild, char *err, size_t errlen)
+{
+    struct version *v = NULL;
+    int rc = load_version(&e->o.env, dir, id, &v, err, errlen);
+
+    if (rc != 0) {
+        e->stats.reload_failures++;
+        return rc;
+    }
+    rc = install_version(e, dir, id, v, rebuild);
+    if (rc != 0) {
+        snprintf(err, errlen, "out of memory");
+    }
+    return rc;
+}
+
 int rf_engine_load(struct rf_engine *e, const char *dir, const char *id,
                    char *err, size_t errlen)
 {
     return rf__engine_install(e, dir, id, 0, err, errlen);
+}
+
+int rf_engine_prepare(const struct rf_tenant_env *env, const char *dir,
+                      const char *id, struct rf_engine_loaded **out,
+                      char *err, size_t errlen)
+{
+    struct version *v = NULL;
+    int rc = load_version(env, dir, id, &v, err, errlen);
+
+    *out = (struct rf_engine_loaded *)v;
+    return rc;
+}
+
+int rf_engine_take(struct rf_engine *e, const char *dir, const char *id,
+                   struct rf_engine_loaded *l)
+{
+    if (l == NULL) {
+        e->stats.reload_failures++;
+        return RF_EINVAL;
+    }
+    return install_version(e, dir, id, (struct version *)l, 0);
+}
+
+void rf_engine_loaded_free(struct rf_engine_loaded *l)
+{
+    if (l != NULL) {
+        rf__engine_free_version((struct version *)l);
+    }
 }
 
 void rf_engine_unload(struct rf_engine *e, const char *id)
@@ -285,6 +325,12 @@ size_t rf_engine_load_dir(struct rf_engine *e, const char *dir)
         }
     }
     closedir(d);
+    rf_engine_forget_gone(e, dir);
+    return n;
+}
+
+void rf_engine_forget_gone(struct rf_engine *e, const char *dir)
+{
     /* Tenants whose folder is gone are forgotten, as the registry does. */
     for (int b = 0; b < BUCKETS; b++) {
         for (struct tenant_rt *t = e->buckets[b]; t; t = t->next) {
@@ -293,7 +339,6 @@ size_t rf_engine_load_dir(struct rf_engine *e, const char *dir)
             }
         }
     }
-    return n;
 }
 
 const struct rf_tenant *rf_engine_tenant(const struct rf_engine *e,

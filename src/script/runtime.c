@@ -5,6 +5,7 @@
 #include "referee/log.h"
 #include "referee/tenant.h"
 
+#include <dirent.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +49,27 @@ struct rf_runtime {
     struct queue in, out; /* guarded by mu */
     int started, stopping; /* guarded by mu */
     size_t pending;        /* caller's thread */
+    struct queue reloads;  /* script thread: waiting for the loader */
+    struct reload *loading; /* script thread: the load under way */
+};
+
+/* One tenant of a reload, loaded on a worker thread. */
+struct loaded_one {
+    char id[RF_TENANT_ID_MAX + 1];
+    char dir[4096];
+    int gone; /* its folder is gone */
+    int rc;
+    struct rf_engine_loaded *v;
+    char err[2048];
+};
+
+/* A reload under way: runtime messages wait for it one at a time. */
+struct reload {
+    uv_work_t work;
+    struct rf_runtime *rt;
+    struct msg *m;
+    struct loaded_one *items;
+    size_t n;
 };
 
 static void push(struct queue *q, struct msg *m)
@@ -101,30 +123,178 @@ static void on_engine_done(const struct rf_hook_result *res, void *arg)
     send_back(m);
 }
 
-static void do_reload(struct rf_runtime *rt, struct msg *m)
-{
-    char dir[4096], err[2048];
+/* --- reloads ------------------------------------------------------------
+ *
+ * Loading runs tenant.lua, for up to its CPU budget and twice (the limits
+ * first), which on this thread would hold every other tenant's hooks. So
+ * a reload is loaded on a libuv worker (rf_engine_prepare(), which touches
+ * nothing the engine serves from) and switched to here
+ * (rf_engine_take()); reloads wait for each other, so they end in the
+ * order they were asked for. Calls meanwhile run on the old version. */
 
-    if (m->tenant[0] == '\0') {
-        rf_engine_load_dir(rt->engine, rt->tenants_dir);
-        m->rc = 0;
-    } else if (!rf_tenant_folder_exists(rt->tenants_dir, m->tenant)) {
-        rf_engine_unload(rt->engine, m->tenant); /* the folder was removed */
-        m->rc = 0;
+static void start_reload(struct rf_runtime *rt);
+
+static int add_item(struct reload *r, const char *base, const char *id)
+{
+    struct loaded_one *it;
+
+    if ((r->n & (r->n - 1)) == 0) { /* 0, 1, 2, 4, ...: grow */
+        void *p = realloc(r->items, (r->n ? r->n * 2 : 1) * sizeof(*it));
+
+        if (p == NULL) {
+            return RF_ENOMEM;
+        }
+        r->items = p;
+    }
+    it = &r->items[r->n++];
+    memset(it, 0, sizeof(*it));
+    snprintf(it->id, sizeof(it->id), "%s", id);
+    snprintf(it->dir, sizeof(it->dir), "%s/%s", base, id);
+    return 0;
+}
+
+/* Worker thread. */
+static void load_work(uv_work_t *w)
+{
+    struct reload *r = w->data;
+    const char *base = r->rt->tenants_dir;
+
+    if (r->m->tenant[0] != '\0') {
+        if (add_item(r, base, r->m->tenant) != 0) {
+            return;
+        }
     } else {
-        snprintf(dir, sizeof(dir), "%s/%s", rt->tenants_dir, m->tenant);
-        m->rc = rf_engine_load(rt->engine, dir, m->tenant, err, sizeof(err));
-        if (m->rc != 0) {
-            m->error = strdup(err);
-        } else {
+        DIR *d = opendir(base);
+        struct dirent *ent;
+
+        while (d && (ent = readdir(d)) != NULL) {
+            if (rf_tenant_id_valid(ent->d_name, strlen(ent->d_name)) &&
+                rf_tenant_folder_exists(base, ent->d_name) &&
+                add_item(r, base, ent->d_name) != 0) {
+                break;
+            }
+        }
+        if (d) {
+            closedir(d);
+        }
+    }
+    for (size_t i = 0; i < r->n; i++) {
+        struct loaded_one *it = &r->items[i];
+
+        it->gone = !rf_tenant_folder_exists(base, it->id);
+        if (!it->gone) {
+            /* The runtime's copy of the options: the engine may be freed
+             * by a stop while this runs. */
+            it->rc = rf_engine_prepare(&r->rt->opts.env, it->dir, it->id,
+                                       &it->v, it->err, sizeof(it->err));
+        }
+    }
+}
+
+/* Script thread: switches one tenant; logs what a reload of all does. */
+static int take_one(struct rf_runtime *rt, struct loaded_one *it, int all)
+{
+    int had = rf_engine_tenant(rt->engine, it->id) != NULL;
+    int rc;
+
+    if (it->gone) {
+        rf_engine_unload(rt->engine, it->id); /* the folder was removed */
+        return 0;
+    }
+    rc = rf_engine_take(rt->engine, it->dir, it->id, it->rc ? NULL : it->v);
+    it->v = NULL;
+    if (rc == 0 || !all) {
+        return it->rc ? it->rc : rc;
+    }
+    it->err[strcspn(it->err, "\n")] = '\0';
+    if (had) {
+        /* The intake's registry loads the same files on its own and may
+         * have taken them (a file changed between the two loads, or a
+         * script that loads differently each time): say so. */
+        rf_log_warn("script", RF_F("tenant", it->id),
+                    "hooks keep running the previous version: %s", it->err);
+    } else {
+        rf_log_error("script", RF_F("tenant", it->id), "cannot load: %s",
+                     it->err);
+    }
+    return it->rc;
+}
+
+static void load_done(uv_work_t *w, int status)
+{
+    struct reload *r = w->data;
+    struct rf_runtime *rt = r->rt;
+    struct msg *m = r->m;
+    int all = m->tenant[0] == '\0';
+
+    (void)status;
+    rt->loading = NULL;
+    if (rt->engine == NULL) { /* stopped meanwhile */
+        m->rc = RF_ESTOPPING;
+    } else if (!all && r->n == 0) {
+        m->rc = RF_ENOMEM;
+    } else {
+        m->rc = 0;
+        for (size_t i = 0; i < r->n; i++) {
+            int rc = take_one(rt, &r->items[i], all);
+
+            m->rc = all ? 0 : rc;
+        }
+        if (all) {
+            rf_engine_forget_gone(rt->engine, rt->tenants_dir);
+        } else if (m->rc != 0) {
+            m->error = strdup(r->items[0].err);
+        } else if (!r->items[0].gone) {
             snprintf(m->version, sizeof(m->version), "%s",
                      rf_engine_tenant(rt->engine, m->tenant)->version);
         }
     }
-    if (rt->part.reloaded && m->rc == 0) {
-        rt->part.reloaded(rt->part_state, m->tenant[0] ? m->tenant : NULL);
+    for (size_t i = 0; i < r->n; i++) {
+        rf_engine_loaded_free(r->items[i].v);
+    }
+    free(r->items);
+    free(r);
+    if (rt->engine != NULL && rt->part.reloaded && m->rc == 0) {
+        rt->part.reloaded(rt->part_state, all ? NULL : m->tenant);
     }
     send_back(m);
+    start_reload(rt);
+}
+
+static void start_reload(struct rf_runtime *rt)
+{
+    struct reload *r;
+    struct msg *m = rt->reloads.head;
+
+    if (rt->loading != NULL || m == NULL) {
+        return;
+    }
+    rt->reloads.head = m->next;
+    if (rt->reloads.head == NULL) {
+        rt->reloads.tail = NULL;
+    }
+    r = calloc(1, sizeof(*r));
+    if (r == NULL || rt->engine == NULL) {
+        free(r);
+        m->rc = rt->engine == NULL ? RF_ESTOPPING : RF_ENOMEM;
+        send_back(m);
+        start_reload(rt);
+        return;
+    }
+    r->rt = rt;
+    r->m = m;
+    r->work.data = r;
+    rt->loading = r;
+    if (uv_queue_work(&rt->loop, &r->work, load_work, load_done) != 0) {
+        load_work(&r->work); /* cannot happen with both callbacks given */
+        load_done(&r->work, 0);
+    }
+}
+
+static void do_reload(struct rf_runtime *rt, struct msg *m)
+{
+    push(&rt->reloads, m);
+    start_reload(rt);
 }
 
 static void on_in(uv_async_t *h)
