@@ -63,13 +63,17 @@ struct loaded_one {
     char err[2048];
 };
 
-/* A reload under way: runtime messages wait for it one at a time. */
+/* A reload under way: runtime messages wait for it one at a time. Its
+ * tenants load one per worker round, each switched to before the next
+ * loads, so a reload of all holds one spare version at a time. */
 struct reload {
     uv_work_t work;
     struct rf_runtime *rt;
     struct msg *m;
     struct loaded_one *items;
-    size_t n;
+    size_t n, next; /* items[next] is the one loading */
+    int listed;     /* items holds the tenants to load */
+    int rc;         /* a single tenant's outcome */
 };
 
 static void push(struct queue *q, struct msg *m)
@@ -153,16 +157,14 @@ static int add_item(struct reload *r, const char *base, const char *id)
     return 0;
 }
 
-/* Worker thread. */
-static void load_work(uv_work_t *w)
+/* Lists the tenants a reload covers: the one asked for, or every folder. */
+static void list_items(struct reload *r)
 {
-    struct reload *r = w->data;
     const char *base = r->rt->tenants_dir;
 
+    r->listed = 1;
     if (r->m->tenant[0] != '\0') {
-        if (add_item(r, base, r->m->tenant) != 0) {
-            return;
-        }
+        (void)add_item(r, base, r->m->tenant);
     } else {
         DIR *d = opendir(base);
         struct dirent *ent;
@@ -178,16 +180,27 @@ static void load_work(uv_work_t *w)
             closedir(d);
         }
     }
-    for (size_t i = 0; i < r->n; i++) {
-        struct loaded_one *it = &r->items[i];
+}
 
-        it->gone = !rf_tenant_folder_exists(base, it->id);
-        if (!it->gone) {
-            /* The runtime's copy of the options: the engine may be freed
-             * by a stop while this runs. */
-            it->rc = rf_engine_prepare(&r->rt->opts.env, it->dir, it->id,
-                                       &it->v, it->err, sizeof(it->err));
-        }
+/* Worker thread: lists the tenants (first round), then loads one. */
+static void load_work(uv_work_t *w)
+{
+    struct reload *r = w->data;
+    struct loaded_one *it;
+
+    if (!r->listed) {
+        list_items(r);
+    }
+    if (r->next >= r->n) {
+        return;
+    }
+    it = &r->items[r->next];
+    it->gone = !rf_tenant_folder_exists(r->rt->tenants_dir, it->id);
+    if (!it->gone) {
+        /* The runtime's copy of the options: the engine may be freed by a
+         * stop while this runs. */
+        it->rc = rf_engine_prepare(&r->rt->opts.env, it->dir, it->id, &it->v,
+                                   it->err, sizeof(it->err));
     }
 }
 
@@ -228,21 +241,24 @@ static void load_done(uv_work_t *w, int status)
     int all = m->tenant[0] == '\0';
 
     (void)status;
+    if (rt->engine != NULL && r->next < r->n) {
+        r->rc = take_one(rt, &r->items[r->next], all);
+        if (++r->next < r->n &&
+            uv_queue_work(&rt->loop, &r->work, load_work, load_done) == 0) {
+            return; /* the next tenant */
+        }
+    }
     rt->loading = NULL;
     if (rt->engine == NULL) { /* stopped meanwhile */
         m->rc = RF_ESTOPPING;
     } else if (!all && r->n == 0) {
         m->rc = RF_ENOMEM;
-    } else {
+    } else if (all) {
         m->rc = 0;
-        for (size_t i = 0; i < r->n; i++) {
-            int rc = take_one(rt, &r->items[i], all);
-
-            m->rc = all ? 0 : rc;
-        }
-        if (all) {
-            rf_engine_forget_gone(rt->engine, rt->tenants_dir);
-        } else if (m->rc != 0) {
+        rf_engine_forget_gone(rt->engine, rt->tenants_dir);
+    } else {
+        m->rc = r->rc;
+        if (m->rc != 0) {
             m->error = strdup(r->items[0].err);
         } else if (!r->items[0].gone) {
             snprintf(m->version, sizeof(m->version), "%s",
