@@ -79,160 +79,139 @@ static const char *first_source(const struct rf_tenants *ts, const char *id)
     return t && t->nsources > 0 ? t->sources[0].name : NULL;
 }
 
+/* A loop with a 2 ms ticking timer and a loader over dir's registry. */
+struct fixture {
+    uv_loop_t loop;
+    struct rf_tenants *ts;
+    struct rf_tenant_loader *l;
+    struct seen s;
+};
+
+static void start(struct fixture *f, int want, int tick)
+{
+    f->s.want = want;
+    assert_int_equal(rf_tenants_load(dir, NULL, &f->ts), 0);
+    assert_int_equal(uv_loop_init(&f->loop), 0);
+    uv_timer_init(&f->loop, &f->s.timer);
+    f->s.timer.data = &f->s;
+    if (tick) {
+        uv_timer_start(&f->s.timer, on_tick, 2, 2);
+    }
+    f->l = rf_tenant_loader_new(&f->loop, dir, NULL, &f->ts, on_loaded, &f->s);
+    assert_non_null(f->l);
+}
+
+/* Stops the loader (unless stopped), closes the loop, frees everything. */
+static void finish(struct fixture *f, int stopped)
+{
+    if (!stopped) {
+        rf_tenant_loader_stop(f->l);
+    }
+    uv_close((uv_handle_t *)&f->s.timer, NULL);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+    rf_tenants_free(f->ts);
+    RF_TEST_RMDIR(dir);
+}
+
 static void test_load_runs_while_the_loop_goes_on(void **state)
 {
-    struct rf_tenants *ts = NULL;
-    struct rf_tenant_loader *l;
-    struct seen s = {.want = 1};
-    uv_loop_t loop;
+    struct fixture f = {0};
 
     (void)state;
     RF_TEST_MKDIR(dir, "loader");
     write_tenant("slow", SLOW_LOAD "return { sources = { a = {} } }\n");
-    assert_int_equal(rf_tenants_load(dir, NULL, &ts), 0);
-    assert_string_equal(first_source(ts, "slow"), "a");
-
-    assert_int_equal(uv_loop_init(&loop), 0);
-    uv_timer_init(&loop, &s.timer);
-    s.timer.data = &s;
-    uv_timer_start(&s.timer, on_tick, 2, 2);
-    l = rf_tenant_loader_new(&loop, dir, NULL, &ts, on_loaded, &s);
-    assert_non_null(l);
+    start(&f, 1, 1);
+    assert_string_equal(first_source(f.ts, "slow"), "a");
 
     write_tenant("slow", SLOW_LOAD "return { sources = { b = {} } }\n");
-    rf_tenant_loader_one(l, "slow");
-    assert_int_equal(s.calls, 0); /* not loaded on the caller's stack */
-    uv_run(&loop, UV_RUN_DEFAULT);
+    rf_tenant_loader_one(f.l, "slow");
+    assert_int_equal(f.s.calls, 0); /* not loaded on the caller's stack */
+    uv_run(&f.loop, UV_RUN_DEFAULT);
 
-    assert_int_equal(s.calls, 1);
-    assert_string_equal(s.ids[0], "slow");
-    assert_int_equal(s.rcs[0], 0);
+    assert_int_equal(f.s.calls, 1);
+    assert_string_equal(f.s.ids[0], "slow");
+    assert_int_equal(f.s.rcs[0], 0);
     /* The loop ran its 2 ms timer while the 40 ms load went on. */
-    assert_true(s.ticks_at_first >= 3);
-    assert_string_equal(first_source(ts, "slow"), "b");
-
-    rf_tenant_loader_stop(l);
-    uv_close((uv_handle_t *)&s.timer, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&loop), 0);
-    rf_tenants_free(ts);
-    RF_TEST_RMDIR(dir);
+    assert_true(f.s.ticks_at_first >= 3);
+    assert_string_equal(first_source(f.ts, "slow"), "b");
+    finish(&f, 0);
 }
 
 static void test_loads_queue_and_coalesce(void **state)
 {
-    struct rf_tenants *ts = NULL;
-    struct rf_tenant_loader *l;
-    struct seen s = {.want = 2};
-    uv_loop_t loop;
+    struct fixture f = {0};
 
     (void)state;
     RF_TEST_MKDIR(dir, "loader");
     write_tenant("slow", SLOW_LOAD "return { sources = { a = {} } }\n");
     write_tenant("other", "return { sources = { a = {} } }\n");
-    assert_int_equal(rf_tenants_load(dir, NULL, &ts), 0);
+    start(&f, 2, 1);
 
-    assert_int_equal(uv_loop_init(&loop), 0);
-    uv_timer_init(&loop, &s.timer);
-    s.timer.data = &s;
-    uv_timer_start(&s.timer, on_tick, 2, 2);
-    l = rf_tenant_loader_new(&loop, dir, NULL, &ts, on_loaded, &s);
-    assert_non_null(l);
-
-    rf_tenant_loader_one(l, "slow");  /* starts at once */
-    rf_tenant_loader_one(l, "slow");  /* waits */
-    rf_tenant_loader_one(l, "slow");  /* already waiting */
-    rf_tenant_loader_one(l, "other"); /* waits */
+    rf_tenant_loader_one(f.l, "slow");  /* starts at once */
+    rf_tenant_loader_one(f.l, "slow");  /* waits */
+    rf_tenant_loader_one(f.l, "slow");  /* already waiting */
+    rf_tenant_loader_one(f.l, "other"); /* waits */
     write_tenant("other", "return { sources = { c = {} } }\n");
-    rf_tenant_loader_all(l);          /* takes the place of the two waiting */
-    rf_tenant_loader_one(l, "other"); /* covered by the full reload */
-    uv_run(&loop, UV_RUN_DEFAULT);
+    rf_tenant_loader_all(f.l);          /* takes the place of the two waiting */
+    rf_tenant_loader_one(f.l, "other"); /* covered by the full reload */
+    uv_run(&f.loop, UV_RUN_DEFAULT);
 
-    assert_int_equal(s.calls, 2);
-    assert_string_equal(s.ids[0], "slow");
-    assert_string_equal(s.ids[1], "*");
-    assert_int_equal(s.rcs[1], 0);
-    assert_int_equal(ts->n, 2);
-    assert_string_equal(first_source(ts, "other"), "c");
-
-    rf_tenant_loader_stop(l);
-    uv_close((uv_handle_t *)&s.timer, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&loop), 0);
-    rf_tenants_free(ts);
-    RF_TEST_RMDIR(dir);
+    assert_int_equal(f.s.calls, 2);
+    assert_string_equal(f.s.ids[0], "slow");
+    assert_string_equal(f.s.ids[1], "*");
+    assert_int_equal(f.s.rcs[1], 0);
+    assert_int_equal(f.ts->n, 2);
+    assert_string_equal(first_source(f.ts, "other"), "c");
+    finish(&f, 0);
 }
 
 /* A FIFO where tenant.lua should be fails the load at once instead of
  * waiting for a writer (a reviewer's FIFO held the daemon's loop). */
 static void test_fifo_tenant_file_fails_at_once(void **state)
 {
-    struct rf_tenants *ts = NULL;
-    struct rf_tenant_loader *l;
-    struct seen s = {.want = 1};
+    struct fixture f = {0};
     char path[256];
-    uv_loop_t loop;
 
     (void)state;
     RF_TEST_MKDIR(dir, "loader");
     write_tenant("good", "return { sources = { a = {} } }\n");
-    assert_int_equal(rf_tenants_load(dir, NULL, &ts), 0);
+    start(&f, 1, 1);
     snprintf(path, sizeof(path), "%s/fifo", dir);
     mkdir(path, 0700);
     snprintf(path, sizeof(path), "%s/fifo/tenant.lua", dir);
     assert_int_equal(mkfifo(path, 0600), 0);
 
-    assert_int_equal(uv_loop_init(&loop), 0);
-    uv_timer_init(&loop, &s.timer);
-    s.timer.data = &s;
-    uv_timer_start(&s.timer, on_tick, 2, 2);
-    l = rf_tenant_loader_new(&loop, dir, NULL, &ts, on_loaded, &s);
-    rf_tenant_loader_one(l, "fifo");
-    uv_run(&loop, UV_RUN_DEFAULT);
+    rf_tenant_loader_one(f.l, "fifo");
+    uv_run(&f.loop, UV_RUN_DEFAULT);
 
-    assert_int_equal(s.calls, 1);
-    assert_int_equal(s.rcs[0], RF_ENOTFILE);
-    assert_non_null(rf_tenant_find(ts, "fifo", 4)); /* holding its error */
-    assert_non_null(rf_tenant_find(ts, "fifo", 4)->error);
-
-    rf_tenant_loader_stop(l);
-    uv_close((uv_handle_t *)&s.timer, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&loop), 0);
-    rf_tenants_free(ts);
-    RF_TEST_RMDIR(dir);
+    assert_int_equal(f.s.calls, 1);
+    assert_int_equal(f.s.rcs[0], RF_ENOTFILE);
+    assert_non_null(rf_tenant_find(f.ts, "fifo", 4)); /* holding its error */
+    assert_non_null(rf_tenant_find(f.ts, "fifo", 4)->error);
+    finish(&f, 0);
 }
 
 /* Stopping with a load under way: it ends on its thread, its result is
  * thrown away (no callback, nothing leaked), the registry is untouched. */
 static void test_stop_throws_away_the_load_under_way(void **state)
 {
-    struct rf_tenants *ts = NULL;
-    struct rf_tenant_loader *l;
-    struct seen s = {.want = 99};
-    uv_loop_t loop;
+    struct fixture f = {0};
 
     (void)state;
     RF_TEST_MKDIR(dir, "loader");
     write_tenant("slow", SLOW_LOAD "return { sources = { a = {} } }\n");
-    assert_int_equal(rf_tenants_load(dir, NULL, &ts), 0);
+    start(&f, 99, 0);
     write_tenant("slow", SLOW_LOAD "return { sources = { b = {} } }\n");
 
-    assert_int_equal(uv_loop_init(&loop), 0);
-    uv_timer_init(&loop, &s.timer);
-    l = rf_tenant_loader_new(&loop, dir, NULL, &ts, on_loaded, &s);
-    rf_tenant_loader_one(l, "slow");
-    rf_tenant_loader_all(l);
-    rf_tenant_loader_stop(l);
-    uv_run(&loop, UV_RUN_DEFAULT); /* returns once the load ended */
+    rf_tenant_loader_one(f.l, "slow");
+    rf_tenant_loader_all(f.l);
+    rf_tenant_loader_stop(f.l);
+    uv_run(&f.loop, UV_RUN_DEFAULT); /* returns once the load ended */
 
-    assert_int_equal(s.calls, 0);
-    assert_string_equal(first_source(ts, "slow"), "a");
-    uv_close((uv_handle_t *)&s.timer, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&loop), 0);
-    rf_tenants_free(ts);
-    RF_TEST_RMDIR(dir);
+    assert_int_equal(f.s.calls, 0);
+    assert_string_equal(first_source(f.ts, "slow"), "a");
+    finish(&f, 1);
 }
 
 int main(void)
