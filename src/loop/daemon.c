@@ -419,21 +419,49 @@ static void on_heartbeat(uv_timer_t *t)
 
 /* The script thread switched versions (or failed to): retry the events
  * that failed under an older version. */
+/* What a reload of the script thread's copy answers to. */
+struct reload_ctx {
+    struct daemon *d;
+    char tenant[RF_TENANT_ID_MAX + 1]; /* empty: every tenant */
+};
+
 static void on_runtime_reloaded(const struct rf_hook_result *res, void *arg)
 {
-    struct daemon *d = arg;
+    struct reload_ctx *c = arg;
+    struct daemon *d = c->d;
+    const char *tenant = c->tenant[0] ? c->tenant : NULL;
 
-    if (res->rc != 0 && res->error != NULL) {
+    if (res->rc != 0 && res->rc != RF_ESTOPPING && tenant != NULL) {
         /* Intake took the new files but the script thread, which loads
          * them on its own, did not (they changed in between, or the
          * script loads differently each time). */
-        rf_log_warn("script", RF_NOF,
+        rf_log_warn("script", RF_F("tenant", tenant),
                     "hooks keep running the previous version while webhooks "
                     "use the new settings: %.*s",
-                    (int)strcspn(res->error, "\n"), res->error);
+                    (int)strcspn(res->error ? res->error : "", "\n"),
+                    res->error ? res->error : "");
     }
-    if (!d->stopping && d->dispatch) {
-        (void)rf_dispatch_recover(d->dispatch, NULL);
+    /* Events that never ran, or failed under an older version, of the
+     * tenant reloaded (of all after a SIGHUP). */
+    if (!d->stopping && d->dispatch && res->rc == 0) {
+        (void)rf_dispatch_recover(d->dispatch, tenant);
+    }
+    free(c);
+}
+
+static void reload_runtime(struct daemon *d, const char *tenant)
+{
+    struct reload_ctx *c = calloc(1, sizeof(*c));
+
+    if (c == NULL) {
+        rf_log_error("script", RF_F("tenant", tenant),
+                     "out of memory: hooks keep the previous version");
+        return;
+    }
+    c->d = d;
+    snprintf(c->tenant, sizeof(c->tenant), "%s", tenant ? tenant : "");
+    if (rf_runtime_reload(d->runtime, tenant, on_runtime_reloaded, c) != 0) {
+        free(c);
     }
 }
 
@@ -450,7 +478,7 @@ static void reloaded_all(struct daemon *d, int rc)
     }
     rf_log_info("tenant", RF_NOF, "reloaded %zu tenants", d->tenants->n);
     note_tenants(d);
-    (void)rf_runtime_reload(d->runtime, NULL, on_runtime_reloaded, d);
+    reload_runtime(d, NULL);
 }
 
 /* The loader put a tenant (or all of them, id NULL) in the intake's
@@ -491,7 +519,7 @@ static void on_tenant_loaded(void *arg, const char *id, int rc,
     }
     rf_log_info("tenant", RF_F("tenant", id), "files changed; reloading");
     note_tenants(d);
-    (void)rf_runtime_reload(d->runtime, id, on_runtime_reloaded, d);
+    reload_runtime(d, id);
 }
 
 /* A tenant's files changed: load it again, off the loop (its tenant.lua
@@ -572,8 +600,9 @@ static void on_drain(uv_timer_t *t)
     struct daemon *d = t->data;
     size_t inflight = rf_http_server_inflight(d->http) +
                       rf_admin_inflight(d->admin);
-    size_t pending = rf_writer_pending(d->writer) +
-                     rf_dispatch_pending(d->dispatch);
+    size_t writes = rf_writer_pending(d->writer);
+    size_t hooks = rf_dispatch_pending(d->dispatch);
+    size_t pending = writes + hooks;
 
     if (inflight == 0 && pending == 0) {
         finish_stop(d);
@@ -581,9 +610,10 @@ static void on_drain(uv_timer_t *t)
     }
     if (uv_now(t->loop) - d->stop_at >= d->cfg->drain_ms) {
         rf_log_warn("daemon", RF_NOF,
-                    "drain time over with %zu requests and %zu writes in "
-                    "flight; finishing the writes and closing",
-                    inflight, pending);
+                    "drain time over with %zu requests, %zu writes and %zu "
+                    "hook calls in flight; finishing the writes and "
+                    "closing (the hooks' events run at the next start)",
+                    inflight, writes, hooks);
         finish_stop(d);
     }
 }

@@ -25,6 +25,7 @@ struct entry {
     struct entry *next;
     struct sub *subs;
     int pending;
+    uint64_t changed_at; /* uv_now() of its last change */
     char id[RF_TENANT_ID_MAX + 1];
 };
 
@@ -42,10 +43,19 @@ struct rf_watch {
 
 static void watch_subs(struct rf_watch *w, struct entry *e);
 
+/* Each tenant is reported once its own files have been quiet for
+ * quiet_ms: one tenant edited without pause must not hold back the others
+ * (with one timer restarted by every change, a reviewer's tenant edited
+ * every 150 ms kept another's edit from loading). The timer runs until
+ * the earliest pending tenant is due. */
 static void touched(struct entry *e)
 {
     e->pending = 1;
-    uv_timer_start(&e->w->quiet, e->w->quiet.timer_cb, e->w->quiet_ms, 0);
+    e->changed_at = uv_now(e->w->loop);
+    if (!uv_is_active((uv_handle_t *)&e->w->quiet)) {
+        uv_timer_start(&e->w->quiet, e->w->quiet.timer_cb, e->w->quiet_ms,
+                       0);
+    }
 }
 
 static void on_sub_change(uv_fs_event_t *h, const char *file, int events,
@@ -205,20 +215,30 @@ static void on_root(uv_fs_event_t *h, const char *file, int events,
         rewatch(w, e); /* removed, or removed and made again */
     }
     if (e) {
-        e->pending = 1;
-        uv_timer_start(&w->quiet, w->quiet.timer_cb, w->quiet_ms, 0);
+        touched(e);
     }
 }
 
 static void on_quiet(uv_timer_t *t)
 {
     struct rf_watch *w = t->data;
+    uint64_t now = uv_now(w->loop), next = 0;
 
     for (struct entry *e = w->entries; e; e = e->next) {
-        if (e->pending) {
+        uint64_t due = e->changed_at + w->quiet_ms;
+
+        if (!e->pending) {
+            continue;
+        }
+        if (due <= now) {
             e->pending = 0;
             w->cb(e->id, w->arg);
+        } else if (next == 0 || due - now < next) {
+            next = due - now;
         }
+    }
+    if (next > 0) {
+        uv_timer_start(&w->quiet, w->quiet.timer_cb, next, 0);
     }
 }
 

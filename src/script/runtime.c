@@ -201,6 +201,10 @@ static void load_work(uv_work_t *w)
          * stop while this runs. */
         it->rc = rf_engine_prepare(&r->rt->opts.env, it->dir, it->id, &it->v,
                                    it->err, sizeof(it->err));
+        if (it->rc != 0 && it->err[0] == '\0') {
+            snprintf(it->err, sizeof(it->err), "%.1024s: %s", it->dir,
+                     rf_strerror(it->rc));
+        }
     }
 }
 
@@ -221,11 +225,12 @@ static int take_one(struct rf_runtime *rt, struct loaded_one *it, int all)
     }
     it->err[strcspn(it->err, "\n")] = '\0';
     if (had) {
-        /* The intake's registry loads the same files on its own and may
-         * have taken them (a file changed between the two loads, or a
-         * script that loads differently each time): say so. */
-        rf_log_warn("script", RF_F("tenant", it->id),
-                    "hooks keep running the previous version: %s", it->err);
+        /* The intake's registry logged the same failure as an error (it
+         * loads the same files); a single tenant's reload, which runs
+         * only after the intake took the files, warns of a difference
+         * (daemon.c). */
+        rf_log_debug("script", RF_F("tenant", it->id),
+                     "hooks keep running the previous version: %s", it->err);
     } else {
         rf_log_error("script", RF_F("tenant", it->id), "cannot load: %s",
                      it->err);

@@ -370,6 +370,11 @@ void rf_tenant_reload_prepare(const char *dir, const char *id,
     snprintf(path, sizeof(path), "%s/%s", dir, id);
     out->rc = rf_tenant_load(path, id, env, &out->t, NULL, out->err,
                              sizeof(out->err));
+    if (out->rc != 0 && out->err[0] == '\0') {
+        /* The folder went away while it loaded, say. */
+        snprintf(out->err, sizeof(out->err), "%.1024s: %s", path,
+                 rf_strerror(out->rc));
+    }
 }
 
 int rf_tenants_reload_one(struct rf_tenants *ts, const char *dir,

@@ -30,6 +30,11 @@ struct tq {
     char tenant[RF_TENANT_ID_MAX + 1];
     struct item *head, *tail;
     size_t queued, inflight;
+    /* The seqs queued or at the script thread (open addressing, 0 free):
+     * a recovery after a reload must not queue them a second time (a
+     * reviewer's reload storm ran each waiting event up to 8 times). */
+    uint64_t *seqs;
+    size_t seqs_cap, seqs_n;
 };
 
 struct item {
@@ -44,6 +49,7 @@ struct outcome_job {
     struct rf_write_job wj; /* first: the writer hands this back */
     struct rf_dispatch *d;
     struct tq *q;
+    uint64_t seq;
     struct rf_store *store;
     unsigned char key[RF_TENANT_ID_MAX + 1 + 8];
     size_t klen;
@@ -62,12 +68,106 @@ struct rf_dispatch {
     struct rf_dispatch_stats stats;
 };
 
+/* --- the set of events under way, per tenant ----------------------------- */
+
+static size_t slot_of(uint64_t seq, size_t cap)
+{
+    return (size_t)((seq * 0x9E3779B97F4A7C15ull) >> 17) & (cap - 1);
+}
+
+static int seqs_has(const struct tq *q, uint64_t seq)
+{
+    if (q->seqs_n == 0) {
+        return 0;
+    }
+    for (size_t i = slot_of(seq, q->seqs_cap);;
+         i = (i + 1) & (q->seqs_cap - 1)) {
+        if (q->seqs[i] == seq) {
+            return 1;
+        }
+        if (q->seqs[i] == 0) {
+            return 0;
+        }
+    }
+}
+
+static int seqs_grow(struct tq *q)
+{
+    size_t cap = q->seqs_cap ? q->seqs_cap * 2 : 64;
+    uint64_t *old = q->seqs, *v = calloc(cap, sizeof(*v));
+
+    if (v == NULL) {
+        return RF_ENOMEM;
+    }
+    for (size_t i = 0; i < q->seqs_cap; i++) {
+        if (old[i] != 0) {
+            size_t j = slot_of(old[i], cap);
+
+            while (v[j] != 0) {
+                j = (j + 1) & (cap - 1);
+            }
+            v[j] = old[i];
+        }
+    }
+    free(old);
+    q->seqs = v;
+    q->seqs_cap = cap;
+    return 0;
+}
+
+static int seqs_add(struct tq *q, uint64_t seq)
+{
+    size_t i;
+
+    if ((q->seqs_n + 1) * 2 > q->seqs_cap && seqs_grow(q) != 0) {
+        return RF_ENOMEM;
+    }
+    for (i = slot_of(seq, q->seqs_cap); q->seqs[i] != 0;
+         i = (i + 1) & (q->seqs_cap - 1)) {
+    }
+    q->seqs[i] = seq;
+    q->seqs_n++;
+    return 0;
+}
+
+/* Removes seq, moving back the entries after it that its slot kept
+ * from their own (linear probing's deletion). */
+static void seqs_del(struct tq *q, uint64_t seq)
+{
+    size_t i, j, mask = q->seqs_cap - 1;
+
+    if (q->seqs_n == 0) {
+        return;
+    }
+    for (i = slot_of(seq, q->seqs_cap); q->seqs[i] != seq;
+         i = (i + 1) & mask) {
+        if (q->seqs[i] == 0) {
+            return;
+        }
+    }
+    q->seqs[i] = 0;
+    q->seqs_n--;
+    for (j = (i + 1) & mask; q->seqs[j] != 0; j = (j + 1) & mask) {
+        size_t home = slot_of(q->seqs[j], q->seqs_cap);
+
+        /* Move it when its home is not in (i, j] (cyclically). */
+        if ((j > i && (home <= i || home > j)) ||
+            (j < i && (home <= i && home > j))) {
+            q->seqs[i] = q->seqs[j];
+            q->seqs[j] = 0;
+            i = j;
+        }
+    }
+}
+
 /* An event left the script thread (its outcome is recorded, or could not
- * be): its tenant and the dispatcher have room for one more. */
-static void settled(struct rf_dispatch *d, struct tq *q)
+ * be): its tenant and the dispatcher have room for one more, and a later
+ * recovery may queue it again. */
+static void settled(struct rf_dispatch *d, struct tq *q, uint64_t seq)
 {
     d->inflight--;
     q->inflight--;
+    seqs_del(q, seq);
 }
 
 static size_t outcome_key(unsigned char *k, const char *tenant, uint64_t seq)
@@ -104,7 +204,7 @@ static void on_outcome_written(struct rf_write_job *wj)
                      "at the next start",
                      rf_strerror(wj->rc));
     }
-    settled(d, j->q);
+    settled(d, j->q, j->seq);
     cJSON_free(j->value);
     free(j);
     pump(d);
@@ -148,7 +248,7 @@ static void record(struct rf_dispatch *d, struct tq *q, const char *tenant,
     if (j == NULL || o == NULL) {
         cJSON_Delete(o);
         free(j);
-        settled(d, q); /* not recorded: it runs again at the next start */
+        settled(d, q, seq); /* not recorded: runs again at the next start */
         return;
     }
     cJSON_AddStringToObject(o, "status", res->rc == 0 ? "done" : "failed");
@@ -166,11 +266,12 @@ static void record(struct rf_dispatch *d, struct tq *q, const char *tenant,
     j->wj.done = on_outcome_written;
     j->d = d;
     j->q = q;
+    j->seq = seq;
     j->store = d->store;
     j->klen = outcome_key(j->key, tenant, seq);
     if (j->value == NULL) {
         free(j);
-        settled(d, q);
+        settled(d, q, seq);
         return;
     }
     rf_writer_submit(d->writer, &j->wj);
@@ -192,7 +293,7 @@ static void on_reply(const struct rf_hook_result *res, void *arg)
         rf_log_info("dispatch", RF_F("tenant", it->tenant, "event", id),
                     "stopped before its hook ended; it runs at the next "
                     "start");
-        settled(d, it->q);
+        settled(d, it->q, it->seq);
         free(it);
         return;
     }
@@ -257,6 +358,7 @@ static void start(struct rf_dispatch *d, struct item *it)
 
     if (hook == NULL) {
         cJSON_free(input);
+        seqs_del(it->q, it->seq);
         free(it); /* deleted tenant or source, or no hook any more */
         return;
     }
@@ -266,7 +368,7 @@ static void start(struct rf_dispatch *d, struct item *it)
     d->stats.dispatched++;
     if (rf_runtime_call(d->rt, it->tenant, hook, input, strlen(input), id,
                         on_reply, it) != 0) {
-        settled(d, it->q);
+        settled(d, it->q, it->seq);
         free(it);
     }
     cJSON_free(input);
@@ -327,9 +429,14 @@ static struct tq *queue_of(struct rf_dispatch *d, const char *tenant)
 static void enqueue(struct rf_dispatch *d, const char *tenant, uint64_t seq)
 {
     struct tq *q = queue_of(d, tenant);
-    struct item *it = q ? calloc(1, sizeof(*it)) : NULL;
+    struct item *it;
 
-    if (it == NULL) {
+    if (q != NULL && seqs_has(q, seq)) {
+        return; /* queued or running already */
+    }
+    it = q ? calloc(1, sizeof(*it)) : NULL;
+    if (it == NULL || seqs_add(q, seq) != 0) {
+        free(it);
         return; /* not dispatched now: recovered at the next start */
     }
     it->d = d;
@@ -508,6 +615,7 @@ void rf_dispatch_free(struct rf_dispatch *d)
             next = it->next;
             free(it);
         }
+        free(q->seqs);
         free(q);
     }
     free(d);

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import time
 import unittest
 
 from harness import (DaemonTestCase, scale, signed_headers, hook_path,
@@ -174,6 +175,26 @@ return {
         wait_until(lambda: post(KEY2) == 202, scale(10),
                    "the tenant reloaded with the new secret")
         self.assertEqual(post(KEY1), 401)
+
+    def test_a_tenant_edited_without_pause_does_not_hold_back_another(self):
+        # Each tenant is reloaded once its own files are quiet; one shared
+        # quiet timer, restarted by any change, held t1's edit back for as
+        # long as t2 kept changing.
+        d = self.daemon(tenants=(), extra_tenants={
+            "t1": ORDERS % "a1", "t2": ORDERS % "b0"})
+        first = len(d.log_lines())
+        d.write_tenant("t1", ORDERS % "a2")
+        t0 = time.monotonic()
+        seen = None
+        for i in range(40):  # t2 changes every 0.1 s for 4 s
+            d.write_tenant("t2", ORDERS % ("b%d" % (i + 1)))
+            if seen is None and any('tenant=t1 ' in line and
+                                    "files changed; reloading" in line
+                                    for line in d.log_lines()[first:]):
+                seen = time.monotonic() - t0
+            time.sleep(0.1)
+        self.assertIsNotNone(seen, "t1 was not reloaded while t2 changed")
+        self.assertLess(seen, scale(1.5))
 
     def test_sighup_forgets_a_removed_tenant(self):
         d = self.daemon(tenants=(), extra_tenants={

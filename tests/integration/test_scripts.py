@@ -54,6 +54,20 @@ local t = time.now()
 while time.now() - t < 0.03 do end
 """ + ORDERS % ("", "slow")
 
+# Counts its own runs of each event in the tenant's store.
+COUNTING = """
+return {
+  sources = { orders = { id = "json:id", hook = "on_order" } },
+  on_order = function(ev)
+    local t = time.now()
+    while time.now() - t < 0.005 do end
+    local n = (store.get(ev.json.id) or 0) + 1
+    assert(store.put(ev.json.id, n))
+    return { id = ev.json.id, runs = n }
+  end,
+}
+"""
+
 SWITCHED = re.compile(r'msg="switched to the new version"')
 REFUSED = re.compile(r"changed files do not load")
 
@@ -200,6 +214,24 @@ class ScriptsTest(DaemonTestCase):
         self.wait_outcomes(d, "calm", ["c1"], timeout=10)
         waited = time.monotonic() - t0
         self.assertLess(waited, scale(0.6), "calm waited %.2f s" % waited)
+
+    def test_reloads_do_not_run_waiting_events_again(self):
+        # A reload looks for events that never ran; those queued or at the
+        # script thread are not queued a second time (a reviewer's reload
+        # storm ran each waiting event up to 8 times).
+        d = self.daemon(tenants=(), extra_tenants={
+            "busy": COUNTING, "other": ORDERS % ("", "a")})
+        ids = ["b%d" % i for i in range(150)]
+        for oid in ids:
+            self.post_order(d, "busy", oid)
+        for _ in range(3):
+            d.send_signal(signal.SIGHUP)
+            time.sleep(0.1)
+        d.write_tenant("other", ORDERS % ("", "b"))
+        out = self.wait_outcomes(d, "busy", ids, timeout=30)
+        runs = {oid: o["result"]["runs"] for oid, o in out.items()}
+        self.assertEqual({oid for oid, n in runs.items() if n != 1}, set(),
+                         "events run more than once")
 
     def test_failed_event_runs_again_after_fix(self):
         d = self.daemon(tenants=(), extra_tenants={
