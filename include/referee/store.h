@@ -61,8 +61,9 @@ struct rf_store;
  * `map_size` is the initial map size in bytes (0: 64 MiB). Clears stale
  * reader slots. On failure writes a sentence into `err` and returns
  * RF_ESCHEMA (written by an incompatible version), RF_ENOTFOUND (read-only
- * or RF_STORE_EXISTING, and no store there), RF_ESTORE or -errno. On success *out is the caller's;
- * free with rf_store_close(). Call from one thread. */
+ * or RF_STORE_EXISTING, and no store there), RF_ESTORE or -errno. On
+ * success *out is the caller's; free with rf_store_close(). Call from one
+ * thread. */
 int rf_store_open(const char *dir, unsigned flags, size_t map_size,
                   struct rf_store **out, char *err, size_t errlen);
 

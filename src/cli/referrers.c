@@ -112,7 +112,10 @@ static int run_list(const char *cmd, int argc, char **argv, each_fn each,
     MDB_txn *txn = NULL;
     int rc = parse(cmd, "list", argc, argv, &a);
 
-    if (rc != 0 || (rc = rf_cli_open_store(cmd, a.data, a.tenant, 0, &st)) != 0) {
+    if (rc == 0) {
+        rc = rf_cli_open_store(cmd, a.data, a.tenant, 0, &st);
+    }
+    if (rc != 0) {
         return rc;
     }
     rc = rf_store_read_begin(st, &txn);
@@ -322,7 +325,10 @@ int rf_cli_zoho(int argc, char **argv)
     char *text;
     int rc = parse("zoho", "status", argc, argv, &a);
 
-    if (rc != 0 || (rc = rf_cli_open_store("zoho", a.data, a.tenant, 0, &st)) != 0) {
+    if (rc == 0) {
+        rc = rf_cli_open_store("zoho", a.data, a.tenant, 0, &st);
+    }
+    if (rc != 0) {
         return rc;
     }
     out = cJSON_CreateObject();

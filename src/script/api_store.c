@@ -86,10 +86,10 @@ static int l_get(lua_State *L)
  * ENTRY_COST each, so that one tenant cannot fill the disk every tenant
  * shares. ENTRY_COST stands for LMDB's own bytes per record (node header,
  * page index, half-full pages after random inserts): a reviewer filled
- * 1 MiB of 3-byte keys and 1-byte values into 4.4 MiB of pages without it. The key of a
- * job starts with the tenant id and its \0. A store written before the
- * count existed starts counting at 0 (deleting older values cannot take
- * it below 0). */
+ * 1 MiB of 3-byte keys and 1-byte values into 4.4 MiB of pages without
+ * it. The key of a job starts with the tenant id and its \0. A store
+ * written before the count existed starts counting at 0 (deleting older
+ * values cannot take it below 0). */
 static size_t usage_key(const struct put_job *j, char *out)
 {
     size_t tlen = strlen(j->key);

@@ -142,7 +142,8 @@ static void on_poll_done(int rc, const char *error,
     }
     free(pc);
     if (ts->polling == 0 && !ts->s->stopping && !ts->gone) {
-        const struct rf_tenant_zoho *zs = rf__sync_zoho_settings(ts->s, ts->tenant);
+        const struct rf_tenant_zoho *zs =
+            rf__sync_zoho_settings(ts->s, ts->tenant);
         uint64_t next = zs ? (uint64_t)zs->poll_every_s * 1000 : 0;
 
         if (zs != NULL && zs->notify_url != NULL && ts->channel == 0) {
@@ -177,8 +178,8 @@ static void poll_all(struct tsync *ts)
         pc->ts = ts;
         snprintf(pc->module, sizeof(pc->module), "%s", zs->modules[i].name);
         o.module = zs->modules[i].name;
-        o.fields = rf__sync_module_fields(o.module, zs->modules[i].fields, fields,
-                                 sizeof(fields));
+        o.fields = rf__sync_module_fields(o.module, zs->modules[i].fields,
+                                          fields, sizeof(fields));
         o.converted = rf__sync_converted_of(o.module);
         o.on_batch = on_batch;
         o.on_done = on_poll_done;

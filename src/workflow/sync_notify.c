@@ -223,7 +223,8 @@ void rf__sync_rerun_failed(struct tsync *ts)
         at = cJSON_GetObjectItemCaseSensitive(o, "at");
         same = cJSON_IsString(ver) && strcmp(ver->valuestring, t->version) == 0;
         recent = cJSON_IsNumber(at) &&
-                 at->valuedouble > (double)(rf__sync_now_ms() / 1000 - RETRY_AGAIN_S);
+                 at->valuedouble >
+                     (double)(rf__sync_now_ms() / 1000 - RETRY_AGAIN_S);
         cJSON_Delete(o);
         if (same && recent) {
             continue; /* failed under this very version lately: the cause

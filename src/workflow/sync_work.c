@@ -463,11 +463,12 @@ void rf__sync_start_work(struct tsync *ts, struct work *w)
         w->d[i].rec = r;
         (void)rf_zoho_json_id(cJSON_GetObjectItemCaseSensitive(r, "id"),
                               w->d[i].id);
-        w->d[i].rec_hash = rf__sync_fnv(rf__sync_fnv(14695981039346656037u, w->module),
-                               w->d[i].id);
-        w->d[i].ver_hash = rf__sync_fnv(14695981039346656037u,
-                               cJSON_IsString(mt) ? mt->valuestring : "");
-        sl = cJSON_IsString(mt) ? rf__sync_seen_slot(ts, w->d[i].rec_hash) : NULL;
+        w->d[i].rec_hash = rf__sync_fnv(
+            rf__sync_fnv(14695981039346656037u, w->module), w->d[i].id);
+        w->d[i].ver_hash = rf__sync_fnv(
+            14695981039346656037u, cJSON_IsString(mt) ? mt->valuestring : "");
+        sl = cJSON_IsString(mt) ? rf__sync_seen_slot(ts, w->d[i].rec_hash)
+                                : NULL;
         w->d[i].skip = !w->force && sl != NULL &&
                        sl->rec == w->d[i].rec_hash &&
                        sl->ver == w->d[i].ver_hash;

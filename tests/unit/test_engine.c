@@ -433,8 +433,8 @@ static void test_log_lines_per_call(void **state)
     call("chatty", "cohort", NULL, &o);
     assert_int_equal(o.rc, RF_ESCRIPT);
     snprintf(want, sizeof(want),
-             "%s/chatty/tenant.lua:9: log.warn: bad argument #3 to 'string.format' "
-             "(no value)",
+             "%s/chatty/tenant.lua:9: log.warn: bad argument #3 to "
+             "'string.format' (no value)",
              dir);
     assert_non_null(strstr(o.error, want));
 }
