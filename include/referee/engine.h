@@ -77,6 +77,11 @@ int rf_engine_take(struct rf_engine *e, const char *dir, const char *id,
                    struct rf_engine_loaded *l);
 void rf_engine_loaded_free(struct rf_engine_loaded *l);
 
+/* Logs a failed load of tenant `id` ("file:line: cause" in err): an error
+ * when it has no version, a debug line when it keeps the previous one. */
+void rf_engine_note_failure(const struct rf_engine *e, const char *id,
+                            const char *err);
+
 /* Unloads the tenants whose folder under `dir` is gone. */
 void rf_engine_forget_gone(struct rf_engine *e, const char *dir);
 

@@ -32,6 +32,9 @@ extern enum rf_log_level rf_log_current_level;
 /* Sets level and format. Call once at start-up, before threads exist. */
 void rf_log_setup(enum rf_log_level level, enum rf_log_format format);
 
+/* The level's name as logs and configs write it ("warn"). */
+const char *rf_log_level_name(enum rf_log_level level);
+
 /* Parses "error", "warn", "info", "debug" or "trace". Returns 0 or
  * RF_EINVAL. */
 int rf_log_level_parse(const char *s, enum rf_log_level *out);

@@ -24,6 +24,11 @@ void rf_log_setup(enum rf_log_level level, enum rf_log_format format)
     log_format = format;
 }
 
+const char *rf_log_level_name(enum rf_log_level level)
+{
+    return level_names[level];
+}
+
 int rf_log_level_parse(const char *s, enum rf_log_level *out)
 {
     for (int i = 0; i <= RF_LOG_TRACE; i++) {

@@ -417,14 +417,14 @@ static void on_heartbeat(uv_timer_t *t)
     d->beat_due = now + HEARTBEAT_MS;
 }
 
-/* The script thread switched versions (or failed to): retry the events
- * that failed under an older version. */
 /* What a reload of the script thread's copy answers to. */
 struct reload_ctx {
     struct daemon *d;
     char tenant[RF_TENANT_ID_MAX + 1]; /* empty: every tenant */
 };
 
+/* The script thread switched versions (or failed to): run the events that
+ * never ran or failed under an older version. */
 static void on_runtime_reloaded(const struct rf_hook_result *res, void *arg)
 {
     struct reload_ctx *c = arg;

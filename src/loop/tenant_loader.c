@@ -106,15 +106,9 @@ static void start_next(struct rf_tenant_loader *l)
     l->all_rc = 0;
     memset(&l->one, 0, sizeof(l->one));
     l->work.data = l;
-    if (uv_queue_work(l->loop, &l->work, do_work, after_work) != 0) {
-        /* Only fails for a NULL callback; load on the loop rather than
-         * lose the change. */
-        do_work(&l->work);
-        l->busy = 1;
-        after_work(&l->work, 0);
-        return;
-    }
     l->busy = 1;
+    /* Fails only without a work callback. */
+    (void)uv_queue_work(l->loop, &l->work, do_work, after_work);
 }
 
 static void enqueue(struct rf_tenant_loader *l, const char *id)

@@ -53,9 +53,6 @@ void rf_api_set_context(lua_State *L, const char *tenant, const char *hook,
     ctx->lines = 0;
 }
 
-/* By enum rf_log_level. */
-static const char *const level_names[] = {"error", "warn", "info", "debug"};
-
 /* log.X(fmt, ...): formats like string.format, then logs. */
 static int write_line(lua_State *L, enum rf_log_level level)
 {
@@ -101,7 +98,7 @@ static int write_line(lua_State *L, enum rf_log_level level)
             return lua_error(L); /* out of memory, a limit: as they are */
         }
         if (status != LUA_OK) {
-            return luaL_error(L, "log.%s: %s", level_names[level],
+            return luaL_error(L, "log.%s: %s", rf_log_level_name(level),
                               lua_tostring(L, -1) ? lua_tostring(L, -1)
                                                   : "bad format");
         }

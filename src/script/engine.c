@@ -192,9 +192,6 @@ static void log_install(const struct tenant_rt *t, const struct version *v,
     }
 }
 
-/* Loads the tenant's files and puts the new version in place: for a
- * reload, or (`rebuild`) to replace a state a limit may have left
- * inconsistent. */
 /* Switches tenant `id` to the loaded version v (taken). */
 static int install_version(struct rf_engine *e, const char *dir,
                            const char *id, struct version *v, int rebuild)
@@ -225,6 +222,9 @@ static int install_version(struct rf_engine *e, const char *dir,
     return 0;
 }
 
+/* Loads the tenant's files and puts the new version in place: for a
+ * reload, or (`rebuild`) to replace a state a limit may have left
+ * inconsistent. */
 int rf__engine_install(struct rf_engine *e, const char *dir, const char *id,
                        int rebuild, char *err, size_t errlen)
 {
@@ -311,21 +311,30 @@ size_t rf_engine_load_dir(struct rf_engine *e, const char *dir)
         snprintf(path, sizeof(path), "%s/%s", dir, ent->d_name);
         if (rf_engine_load(e, path, ent->d_name, err, sizeof(err)) == 0) {
             n++;
-        } else if (rf_engine_tenant(e, ent->d_name) != NULL) {
-            /* The intake's registry logged the same failure (it loads
-             * the same files). */
-            err[strcspn(err, "\n")] = '\0';
-            rf_log_debug("script", RF_F("tenant", ent->d_name),
-                         "hooks keep running the previous version: %s", err);
         } else {
-            err[strcspn(err, "\n")] = '\0';
-            rf_log_error("script", RF_F("tenant", ent->d_name),
-                         "cannot load: %s", err);
+            rf_engine_note_failure(e, ent->d_name, err);
         }
     }
     closedir(d);
     rf_engine_forget_gone(e, dir);
     return n;
+}
+
+void rf_engine_note_failure(const struct rf_engine *e, const char *id,
+                            const char *err)
+{
+    int line = (int)strcspn(err, "\n"); /* logs carry no traceback */
+
+    if (rf_engine_tenant(e, id) != NULL) {
+        /* The intake's registry logged the same failure as an error (it
+         * loads the same files). */
+        rf_log_debug("script", RF_F("tenant", id),
+                     "hooks keep running the previous version: %.*s", line,
+                     err);
+    } else {
+        rf_log_error("script", RF_F("tenant", id), "cannot load: %.*s",
+                     line, err);
+    }
 }
 
 void rf_engine_forget_gone(struct rf_engine *e, const char *dir)

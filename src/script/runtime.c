@@ -208,34 +208,22 @@ static void load_work(uv_work_t *w)
     }
 }
 
-/* Script thread: switches one tenant; logs what a reload of all does. */
+/* Script thread: switches one tenant. A single tenant's failure is the
+ * caller's to report (daemon.c warns that hooks and webhooks differ). */
 static int take_one(struct rf_runtime *rt, struct loaded_one *it, int all)
 {
-    int had = rf_engine_tenant(rt->engine, it->id) != NULL;
     int rc;
 
     if (it->gone) {
         rf_engine_unload(rt->engine, it->id); /* the folder was removed */
         return 0;
     }
+    if (it->rc != 0 && all) {
+        rf_engine_note_failure(rt->engine, it->id, it->err);
+    }
     rc = rf_engine_take(rt->engine, it->dir, it->id, it->rc ? NULL : it->v);
     it->v = NULL;
-    if (rc == 0 || !all) {
-        return it->rc ? it->rc : rc;
-    }
-    it->err[strcspn(it->err, "\n")] = '\0';
-    if (had) {
-        /* The intake's registry logged the same failure as an error (it
-         * loads the same files); a single tenant's reload, which runs
-         * only after the intake took the files, warns of a difference
-         * (daemon.c). */
-        rf_log_debug("script", RF_F("tenant", it->id),
-                     "hooks keep running the previous version: %s", it->err);
-    } else {
-        rf_log_error("script", RF_F("tenant", it->id), "cannot load: %s",
-                     it->err);
-    }
-    return it->rc;
+    return it->rc ? it->rc : rc;
 }
 
 static void load_done(uv_work_t *w, int status)
@@ -248,8 +236,8 @@ static void load_done(uv_work_t *w, int status)
     (void)status;
     if (rt->engine != NULL && r->next < r->n) {
         r->rc = take_one(rt, &r->items[r->next], all);
-        if (++r->next < r->n &&
-            uv_queue_work(&rt->loop, &r->work, load_work, load_done) == 0) {
+        if (++r->next < r->n) {
+            (void)uv_queue_work(&rt->loop, &r->work, load_work, load_done);
             return; /* the next tenant */
         }
     }
@@ -306,10 +294,8 @@ static void start_reload(struct rf_runtime *rt)
     r->m = m;
     r->work.data = r;
     rt->loading = r;
-    if (uv_queue_work(&rt->loop, &r->work, load_work, load_done) != 0) {
-        load_work(&r->work); /* cannot happen with both callbacks given */
-        load_done(&r->work, 0);
-    }
+    /* Fails only without a work callback. */
+    (void)uv_queue_work(&rt->loop, &r->work, load_work, load_done);
 }
 
 static void do_reload(struct rf_runtime *rt, struct msg *m)

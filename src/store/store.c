@@ -30,6 +30,7 @@ struct rf_store {
     MDB_dbi dbi[RF_DB_COUNT];
     unsigned flags;
     size_t map_size;
+    unsigned psize; /* LMDB's page size, for map_too_small() */
     /* Readers and the writer hold it shared; growing the map holds it
      * exclusively, because mdb_env_set_mapsize() needs no live txn. */
     pthread_rwlock_t grow_lock;
@@ -132,13 +133,11 @@ static int check_schema(struct rf_store *st, MDB_txn *txn, int writable,
 static int map_too_small(const struct rf_store *st, size_t *need)
 {
     MDB_envinfo info;
-    MDB_stat stat;
 
-    if (mdb_env_info(st->env, &info) != 0 ||
-        mdb_env_stat(st->env, &stat) != 0) {
+    if (mdb_env_info(st->env, &info) != 0) {
         return 0;
     }
-    *need = ((size_t)info.me_last_pgno + 1) * stat.ms_psize;
+    *need = ((size_t)info.me_last_pgno + 1) * st->psize;
     return *need > info.me_mapsize;
 }
 
@@ -283,6 +282,11 @@ static int open_env(struct rf_store *st, const char *dir, char *err,
         snprintf(err, errlen, "cannot open store in %s: %s", dir,
                  mdb_strerror(mrc));
         return mrc == ENOENT ? RF_ENOTFOUND : RF_ESTORE;
+    }
+    {
+        MDB_stat stat;
+
+        st->psize = mdb_env_stat(st->env, &stat) == 0 ? stat.ms_psize : 4096;
     }
     (void)mdb_reader_check(st->env, &dead);
     if (dead > 0) {

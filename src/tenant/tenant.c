@@ -447,7 +447,7 @@ int rf_tenants_reload_finish_one(struct rf_tenants *ts, const char *dir,
  * `prev` (may be NULL) is the registry ts will replace: when it has a good
  * version of a tenant that fails, the log says that version keeps serving
  * (rf_tenants_reload() puts it back). */
-static int add_tenant(struct rf_tenants *ts, struct rf_tenants *prev,
+static int add_tenant(struct rf_tenants *ts, const struct rf_tenants *prev,
                       const char *dir, const char *name,
                       const struct rf_tenant_env *env)
 {
@@ -469,7 +469,7 @@ static int add_tenant(struct rf_tenants *ts, struct rf_tenants *prev,
         return 0;
     }
     rc = rf_tenant_load(path, name, env, &t, NULL, err, sizeof(err));
-    old = rc != 0 && prev ? find_mut(prev, name) : NULL;
+    old = rc != 0 && prev ? rf_tenant_find(prev, name, strlen(name)) : NULL;
     line = (int)strcspn(err, "\n"); /* logs carry no traceback */
     if (rc != 0) {
         rf_log_error("tenant", RF_F("tenant", name), "%s: %.*s",
@@ -490,7 +490,7 @@ static int add_tenant(struct rf_tenants *ts, struct rf_tenants *prev,
 /* Reads every folder of dir into a new registry; see rf_tenants_load()
  * and rf_tenants_reload(). */
 static int load_all(const char *dir, const struct rf_tenant_env *env,
-                    struct rf_tenants *prev, struct rf_tenants **out)
+                    const struct rf_tenants *prev, struct rf_tenants **out)
 {
     struct rf_tenants *ts = calloc(1, sizeof(*ts));
     DIR *d = opendir(dir);
@@ -553,8 +553,7 @@ int rf_tenants_reload_prepare(const char *dir, const struct rf_tenant_env *env,
                               const struct rf_tenants *prev,
                               struct rf_tenants **next)
 {
-    /* add_tenant() only reads prev, for its log line. */
-    return load_all(dir, env, (struct rf_tenants *)prev, next);
+    return load_all(dir, env, prev, next);
 }
 
 void rf_tenants_reload_finish(struct rf_tenants **ts, struct rf_tenants *next)
