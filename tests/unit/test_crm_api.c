@@ -154,14 +154,9 @@ static int teardown(void **state)
 static void write_tenant(const char *id, const char *zoho_extra,
                          const char *code)
 {
-    char path[256];
     FILE *f;
 
-    snprintf(path, sizeof(path), "%s/%s", dir, id);
-    mkdir(path, 0700);
-    snprintf(path, sizeof(path), "%s/%s/tenant.lua", dir, id);
-    f = fopen(path, "w");
-    assert_non_null(f);
+    RF_TEST_TENANT_FILE(f, dir, id);
     fprintf(f, "return {\n");
     if (zoho_extra != NULL) {
         fprintf(f,

@@ -58,14 +58,9 @@ static void release_held(const char *text)
 
 static void write_tenant(const char *id, const char *code)
 {
-    char path[256];
     FILE *f;
 
-    snprintf(path, sizeof(path), "%s/%s", dir, id);
-    mkdir(path, 0700);
-    snprintf(path, sizeof(path), "%s/%s/tenant.lua", dir, id);
-    f = fopen(path, "w");
-    assert_non_null(f);
+    RF_TEST_TENANT_FILE(f, dir, id);
     fprintf(f,
             "local base = 'http://127.0.0.1:%u'\n"
             "return {\n"

@@ -26,14 +26,9 @@ static char dir[64];
 
 static void write_tenant(const char *id, const char *text)
 {
-    char path[256];
     FILE *f;
 
-    snprintf(path, sizeof(path), "%s/%s", dir, id);
-    mkdir(path, 0700);
-    snprintf(path, sizeof(path), "%s/%s/tenant.lua", dir, id);
-    f = fopen(path, "w");
-    assert_non_null(f);
+    RF_TEST_TENANT_FILE(f, dir, id);
     fputs(text, f);
     fclose(f);
 }

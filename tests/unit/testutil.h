@@ -1,9 +1,10 @@
-/* Helpers shared by the unit tests: throwaway directories. */
+/* Helpers shared by the unit tests: throwaway directories and tenant files. */
 #ifndef REFEREE_TESTUTIL_H
 #define REFEREE_TESTUTIL_H
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 /* Makes /tmp/rf-test-<name>-XXXXXX into dir (at least 64 bytes); fails the
  * test when it cannot. */
@@ -11,6 +12,18 @@
     do {                                                                       \
         snprintf((dir), 64, "/tmp/rf-test-%s-XXXXXX", (name));                 \
         assert_non_null(mkdtemp(dir));                                         \
+    } while (0)
+
+/* Makes dir/id and opens dir/id/tenant.lua for writing; fails the test
+ * when it cannot. The caller writes the file and closes it. */
+#define RF_TEST_TENANT_FILE(f, dir, id)                                        \
+    do {                                                                       \
+        char path_[256];                                                       \
+        snprintf(path_, sizeof(path_), "%s/%s", (dir), (id));                  \
+        mkdir(path_, 0700);                                                    \
+        snprintf(path_, sizeof(path_), "%s/%s/tenant.lua", (dir), (id));       \
+        (f) = fopen(path_, "w");                                               \
+        assert_non_null(f);                                                    \
     } while (0)
 
 /* Removes a directory made by RF_TEST_MKDIR and everything in it. */
