@@ -5,8 +5,10 @@
 #include "referee/error.h"
 #include "referee/log.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <curl/curl.h>
 
@@ -197,6 +199,25 @@ static int probe_listeners(const struct rf_config *cfg)
     return 0;
 }
 
+/* The tenants directory must be one before anything starts (the daemon
+ * created the store and then stopped with exit 1 otherwise). */
+static int probe_tenants(const struct rf_config *cfg)
+{
+    struct stat st;
+
+    int rc = stat(cfg->tenants_dir, &st) != 0 ? -errno : 0;
+
+    if (rc != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "referee: %s: %s: %s\n",
+                cfg->tenants_where[0] ? cfg->tenants_where
+                                      : "setting 'tenants'",
+                cfg->tenants_dir,
+                rc != 0 ? rf_strerror(rc) : "not a directory");
+        return 2;
+    }
+    return 0;
+}
+
 static int run_flags(int argc, char **argv, struct rf_config *cfg)
 {
     char host[64], err[600];
@@ -228,6 +249,8 @@ static int run_flags(int argc, char **argv, struct rf_config *cfg)
             rc = rf_config_set_string(&cfg->data_dir, v);
         } else if ((v = rf_cli_option(argc, argv, &i, "tenants", &bad))) {
             rc = rf_config_set_string(&cfg->tenants_dir, v);
+            snprintf(cfg->tenants_where, sizeof(cfg->tenants_where),
+                     "--tenants");
         } else {
             return rf_cli_usage_error("run", "%s '%s'",
                                       bad ? "missing value for"
@@ -238,7 +261,8 @@ static int run_flags(int argc, char **argv, struct rf_config *cfg)
     if (rc != 0) {
         return 1;
     }
-    return probe_listeners(cfg);
+    rc = probe_listeners(cfg);
+    return rc != 0 ? rc : probe_tenants(cfg);
 }
 
 static int cmd_run(int argc, char **argv)

@@ -46,6 +46,7 @@ struct rf_config {
      * 'listen'"), for errors found when binding; "" for a default. */
     char listen_where[320];
     char admin_listen_where[320];
+    char tenants_where[320]; /* "file:line: setting 'tenants'", "--tenants" */
 };
 
 /* The shortest admin token accepted. */

@@ -515,6 +515,14 @@ static int read_top(struct rf_reader *r, struct rf_config *cfg)
     if (rc == 0) {
         rc = rf_reader_string(r, -1, "", "tenants", &cfg->tenants_dir, 0);
     }
+    if (rc == 0 && rf_reader_get(r->L, -1, "tenants") != LUA_TNIL) {
+        snprintf(cfg->tenants_where, sizeof(cfg->tenants_where),
+                 "%s:%d: setting 'tenants'", r->file,
+                 rf_reader_line(r, "tenants"));
+    }
+    if (rc == 0) {
+        lua_pop(r->L, 1);
+    }
     if (rc == 0) {
         rc = read_log(r, cfg);
     }

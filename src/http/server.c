@@ -240,6 +240,38 @@ static int headers_too_large(const struct rf_http_req *r)
 }
 
 /* First call for a request: headers are in. */
+struct framing {
+    int lengths, chunked;
+};
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind,
+                                     const char *key, const char *value)
+{
+    struct framing *f = cls;
+
+    (void)kind;
+    (void)value;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        f->lengths++;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        f->chunked = 1;
+    }
+    return MHD_YES;
+}
+
+/* Two Content-Length headers, or one beside Transfer-Encoding, leave the
+ * body's end to whoever reads the request (RFC 9112 section 6.3): a proxy
+ * in front and referee could disagree, and a second request be smuggled
+ * in. libmicrohttpd 0.9.75 takes the first; we refuse them. */
+static int ambiguous_length(const struct rf_http_req *r)
+{
+    struct framing f = {0, 0};
+
+    (void)MHD_get_connection_values(r->mc, MHD_HEADER_KIND, count_framing,
+                                    &f);
+    return f.lengths > 1 || (f.lengths > 0 && f.chunked);
+}
+
 static enum MHD_Result on_first(struct rf_http_server *srv,
                                 struct MHD_Connection *mc, const char *url,
                                 const char *method, void **con_cls)
@@ -256,6 +288,11 @@ static enum MHD_Result on_first(struct rf_http_server *srv,
                               "the request line and headers exceed %zu "
                               "bytes",
                               srv->lim.header_max);
+    } else if (ambiguous_length(r)) {
+        rf_http_add_header(r, "Connection", "close");
+        rf_http_respond_error(r, 400, "ambiguous_length",
+                              "the request has more than one Content-Length, "
+                              "or one with Transfer-Encoding");
     } else {
         srv->app.on_headers(r, srv->app.arg);
     }
@@ -456,6 +493,23 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
     rf_log_debug("http", RF_NOF, "microhttpd: %s", msg);
 }
 
+/* Decodes %XX in the path and query values as libmicrohttpd would, except
+ * that text holding "%00" stays as it came: decoded, the NUL would end the
+ * C string there, and "/t/acme/hooks/shop%00x" was routed to source
+ * "shop" (a rule on exact paths in front of referee could be gone round).
+ * Left encoded, it names no route: 404. */
+static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    (void)cls;
+    (void)c;
+    for (const char *p = s; (p = strchr(p, '%')) != NULL; p++) {
+        if (p[1] == '0' && p[2] == '0') {
+            return strlen(s);
+        }
+    }
+    return MHD_http_unescape(s);
+}
+
 static struct MHD_Daemon *start_daemon(struct rf_http_server *srv,
                                        const struct sockaddr_in *sa)
 {
@@ -477,7 +531,8 @@ static struct MHD_Daemon *start_daemon(struct rf_http_server *srv,
         (srv->lim.keepalive_idle_ms + 999) / 1000,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_END);
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_UNESCAPE_CALLBACK,
+        unescape, NULL, MHD_OPTION_END);
 }
 
 struct rf_http_server *rf_http_server_start(uv_loop_t *loop, const char *host,

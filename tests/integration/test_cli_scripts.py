@@ -194,6 +194,29 @@ class ConfigCheckTest(unittest.TestCase):
                         "Address already in use (another process listens "
                         "there)" % (prefix, addr))
 
+    def test_a_tenants_setting_that_is_no_directory_exits_2(self):
+        # It used to create the store, then stop with exit 1 and no reason
+        # on the command line.
+        with tempfile.TemporaryDirectory(prefix="referee-cli-") as root:
+            path = os.path.join(root, "config.lua")
+            data = os.path.join(root, "d")
+            missing = os.path.join(root, "nowhere")
+            with open(path, "w") as f:
+                f.write('return {\n  listen = "127.0.0.1:0",\n'
+                        '  tenants = "%s",\n}\n' % missing)
+            res = run_cli("run", "--config", path, "--data", data)
+            self.assertEqual(res.returncode, 2, res)
+            self.assertEqual(res.stderr.decode(),
+                             "referee: %s:3: setting 'tenants': %s: No such "
+                             "file or directory\n" % (path, missing))
+            self.assertFalse(os.path.exists(data))
+            res = run_cli("run", "--config", path, "--data", data,
+                          "--tenants", path)
+            self.assertEqual(res.returncode, 2, res)
+            self.assertEqual(res.stderr.decode(),
+                             "referee: --tenants: %s: not a directory\n"
+                             % path)
+
     def test_admin_on_the_listen_address_exits_2(self):
         res, path = self.run_config(
             'return {\n  listen = "127.0.0.1:18777",\n'

@@ -260,6 +260,30 @@ class SharedDaemonTest(DaemonTestCase):
         self.assertEqual(event_body(self.stored_by_id(event_id)),
                          b"hello world")
 
+    def test_two_lengths_or_a_length_with_chunking_is_400(self):
+        # A proxy in front and referee could end the body in different
+        # places; such a request is refused and nothing is stored.
+        path = hook_path("acme", "raw").encode()
+        before = len(self.d.events_list("acme"))
+        for head in (b"Content-Length: 2\r\nContent-Length: 3\r\n",
+                     b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n"):
+            with self.subTest(head=head), self.d.raw() as sock:
+                sock.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: t\r\n" +
+                             head + b"\r\n2\r\n{}\r\n0\r\n\r\n")
+                resp = read_http_response(sock, scale(5))
+                self.assertIsNotNone(resp, "closed without an answer")
+                self.assert_error(resp, 400, "ambiguous_length")
+        self.assertEqual(len(self.d.events_list("acme")), before)
+
+    def test_an_encoded_nul_in_the_path_names_no_route(self):
+        # Decoded, %00 ended the path there: ".../raw%00x" went to "raw".
+        for path, code in ((hook_path("acme", "raw") + "%00x",
+                            "source_not_found"),
+                           ("/healthz%00x", "not_found")):
+            with self.subTest(path=path):
+                resp = self.d.request("POST", path, b"{}")
+                self.assert_error(resp, 404, code)
+
     def test_content_length_shorter_than_the_body_stores_only_its_bytes(self):
         marker = new_id("smuggled").encode()
         with self.d.raw() as sock:
