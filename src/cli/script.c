@@ -9,9 +9,11 @@
 #include "referee/tenant.h"
 
 #include <libgen.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define PLUGIN_DIRS_MAX 8
 #define INPUT_MAX (8u << 20)
@@ -75,13 +77,24 @@ static int parse(const char *cmd, int argc, char **argv, int npos,
  * `f` why the folder's name is not a tenant id the daemon would load. */
 static int tenant_id(FILE *f, const char *dir, char *out, size_t n)
 {
-    char copy[4096];
+    char copy[PATH_MAX];
+    struct stat st;
 
+    if (stat(dir, &st) == 0 && S_ISREG(st.st_mode)) {
+        fprintf(f, "%s: give the tenant's folder, not a file in it\n", dir);
+        return -1;
+    }
     snprintf(copy, sizeof(copy), "%s", dir);
     while (strlen(copy) > 1 && copy[strlen(copy) - 1] == '/') {
         copy[strlen(copy) - 1] = '\0';
     }
     snprintf(out, n, "%s", basename(copy));
+    /* "." and ".." name a folder too; a symbolic link's own name is the
+     * id (as for the daemon), so only these are resolved. */
+    if ((strcmp(out, ".") == 0 || strcmp(out, "..") == 0) &&
+        realpath(dir, copy) != NULL) {
+        snprintf(out, n, "%s", basename(copy));
+    }
     if (!rf_tenant_id_valid(out, strlen(out))) {
         fprintf(f, "%s: the folder name '%s' is not a valid tenant id: "
                    "use words of a-z and 0-9 joined by single '-', at most "

@@ -115,6 +115,20 @@ class CheckAndCallTest(unittest.TestCase):
             out = run_cli("check", folder).stdout.decode()
         self.assertRegex(out, r"0 sources, hooks: none\n$")
 
+    def test_check_takes_dot_and_refuses_the_file_itself(self):
+        # "." is the folder it names; tenant.lua itself is not a folder.
+        with TenantFolder("dotted", "return {}\n") as folder:
+            res = subprocess.run([BIN, "check", "."], cwd=folder,
+                                 capture_output=True)
+            self.assertEqual(res.returncode, 0, res)
+            self.assertRegex(res.stdout.decode(), r"^ok: tenant dotted, ")
+            lua = os.path.join(folder, "tenant.lua")
+            res = run_cli("check", lua)
+            self.assertEqual(res.returncode, 1, res)
+            self.assertEqual(res.stdout.decode() + res.stderr.decode(),
+                             "%s: give the tenant's folder, not a file in "
+                             "it\n" % lua)
+
     def test_check_refuses_a_folder_name_that_is_no_tenant_id(self):
         for name in ("bad name", "Acme", "-x", "a" * 65, "acme_eu", "a--b",
                      "b-"):
