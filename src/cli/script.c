@@ -187,6 +187,9 @@ static void on_done(const struct rf_hook_result *res, void *arg)
     o->rc = res->rc;
     if (res->rc == 0) {
         printf("%s\n", res->json);
+    } else if (res->rc == RF_ENOTFOUND) {
+        /* refused before running: no file:line to point at */
+        fprintf(stderr, "referee call: %s\n", res->error);
     } else {
         fprintf(stderr, "%s\n", res->error);
     }

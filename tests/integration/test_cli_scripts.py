@@ -73,6 +73,13 @@ class CheckAndCallTest(unittest.TestCase):
         self.assertEqual(res.stderr, b"referee call: -: not strict JSON "
                          b"(byte 9: expected a string as an object key)\n")
 
+    def test_call_names_a_hook_the_script_lacks_as_a_usage_error(self):
+        with TenantFolder("calc", FAILING) as folder:
+            res = call_stdin(folder, "on_shop", "{}")
+        self.assertEqual((res.returncode, res.stdout), (1, b""))
+        self.assertEqual(res.stderr, b"referee call: the tenant's script "
+                         b"has no hook 'on_shop'\n")
+
     def test_call_prints_an_error_once(self):
         with TenantFolder("calc", FAILING) as folder:
             res = call_stdin(folder, "cohort", '{"boom": "x"}')
