@@ -262,11 +262,22 @@ int rf_engine_prepare(const struct rf_tenant_env *env, const char *dir,
 int rf_engine_take(struct rf_engine *e, const char *dir, const char *id,
                    struct rf_engine_loaded *l)
 {
+    const struct version *v = (const struct version *)l;
+    int added, rc;
+
     if (l == NULL) {
         e->stats.reload_failures++;
         return RF_EINVAL;
     }
-    return install_version(e, dir, id, (struct version *)l, 0);
+    added = rf__engine_find_tenant(e, id) == NULL;
+    rc = install_version(e, dir, id, (struct version *)l, 0);
+    if (rc == 0 && added) {
+        /* the start-up load is summed up in one line instead */
+        rf_log_info("script", RF_F("tenant", id, "version",
+                                   v->settings->version),
+                    "loaded a new tenant");
+    }
+    return rc;
 }
 
 void rf_engine_loaded_free(struct rf_engine_loaded *l)

@@ -151,6 +151,18 @@ return {
         self.assertEqual(self.wait_outcome(d, "gone", "g3")["result"]["tag"],
                          "again")
 
+    def test_a_tenant_added_while_running_is_logged_as_loaded(self):
+        d = self.daemon(tenants=(), extra_tenants={"old": ORDERS % "a"})
+        mark = len(d.log_lines())
+        d.write_tenant("fresh", ORDERS % "new")
+        d.wait_log(re.compile(r'mod=script tenant=fresh version=\S+ '
+                              r'msg="loaded a new tenant"'), scale(5), mark)
+        self.assertEqual(self.post(d, "fresh", "f1").status, 202)
+        self.assertEqual(self.wait_outcome(d, "fresh", "f1")["result"]["tag"],
+                         "new")
+        # the start-up load is one summary line, not a line per tenant
+        self.assertNotIn("loaded a new tenant", "\n".join(d.log_lines()[:mark]))
+
     def test_a_changed_secret_in_a_subfolder_reloads_the_tenant(self):
         d = self.daemon(start=False, tenants=(),
                         extra_tenants={"sec": WITH_SECRET})
