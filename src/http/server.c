@@ -341,6 +341,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *mc,
         srv->app.on_request(r, srv->app.arg);
     }
     if (r->resp == NULL) {
+        /* Limitation: MHD 0.9 has no other way to answer later; the
+         * suspension costs two epoll_ctl and an empty read per request,
+         * part of why durable intake stays under half the ceiling
+         * (docs/limitations.md). MHD 1.x answers without it. */
         r->suspended = 1;
         MHD_suspend_connection(mc);
         return MHD_YES;
