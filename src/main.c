@@ -6,9 +6,13 @@
 #include "referee/log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -118,16 +122,22 @@ static const struct command commands[] = {
      "credits spent in the last 24 hours, each polled module's cursor,\n"
      "Watch channels and records waiting to be retried. Read-only.\n",
      rf_cli_zoho},
-    {"help", "show help for a command", "referee help [COMMAND]\n", cmd_help},
+    {"help", "show help for a command",
+     "referee help [COMMAND [SUBCOMMAND]]\n", cmd_help},
     {"version", "print the version", "referee version\n", cmd_version},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
+/* The command a word names; "events list" (one quoted word) names events
+ * as "events" "list" does. */
 static const struct command *find(const char *name)
 {
+    size_t len = strcspn(name, " ");
+
     for (size_t i = 0; i < NCOMMANDS; i++) {
-        if (strcmp(commands[i].name, name) == 0) {
+        if (strlen(commands[i].name) == len &&
+            strncmp(commands[i].name, name, len) == 0) {
             return &commands[i];
         }
     }
@@ -153,10 +163,26 @@ static int cmd_help(int argc, char **argv)
         overview(stdout);
         return 0;
     }
+    if (argc > 2) {
+        return rf_cli_usage_error("help", "takes a command and at most one "
+                                          "subcommand, got '%s'",
+                                  argv[2]);
+    }
     c = find(argv[0]);
     if (c == NULL) {
         fprintf(stderr, "referee help: unknown command '%s'\n", argv[0]);
         return 2;
+    }
+    if (argc == 2 || argv[0][strlen(c->name)] == ' ') {
+        /* the subcommand must be one the usage shows */
+        const char *sub = argc == 2 ? argv[1] : argv[0] + strlen(c->name) + 1;
+        char line[80];
+
+        snprintf(line, sizeof(line), "referee %s %s ", c->name, sub);
+        if (strstr(c->usage, line) == NULL) {
+            return rf_cli_usage_error("help", "'%s' has no subcommand '%s'",
+                                      c->name, sub);
+        }
     }
     printf("%s", c->usage);
     return 0;
@@ -171,7 +197,6 @@ static int cmd_version(int argc, char **argv)
     return 0;
 }
 
-/* Applies the command-line overrides to cfg. */
 /* A listener that cannot bind is a configuration error, found before
  * anything starts: exit 2 naming where the address was set. */
 static int probe_listeners(const struct rf_config *cfg)
@@ -218,6 +243,59 @@ static int probe_tenants(const struct rf_config *cfg)
     return 0;
 }
 
+/* The data directory must be one (it is created if only its last part is
+ * missing), and only one daemon may run on it: two would both poll Zoho,
+ * run the outbox and issue the same rewards. The lock is an flock on
+ * DIR/daemon.lock, held until the process exits (the kernel drops it
+ * after a kill -9 too); the file holds the holder's pid for the message. */
+static int probe_data(const struct rf_config *cfg)
+{
+    const char *where =
+        cfg->data_where[0] ? cfg->data_where : "setting 'data'";
+    char path[4200], pid[32] = "";
+    struct stat st;
+    const char *why = NULL;
+    int fd, rc = 0;
+
+    if (stat(cfg->data_dir, &st) == 0) {
+        why = S_ISDIR(st.st_mode) ? NULL : "not a directory";
+    } else if (errno != ENOENT || mkdir(cfg->data_dir, 0700) != 0) {
+        rc = -errno;
+    }
+    if (why == NULL && rc == 0) {
+        snprintf(path, sizeof(path), "%s/daemon.lock", cfg->data_dir);
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            rc = -errno;
+        } else if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            rc = -errno;
+            ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+            pid[n > 0 ? n : 0] = '\0';
+            pid[strcspn(pid, "\n")] = '\0';
+            close(fd);
+            if (rc == -EWOULDBLOCK) {
+                fprintf(stderr, "referee: %s: %s is in use by another "
+                                "referee run%s%s%s\n",
+                        where, cfg->data_dir, pid[0] ? " (pid " : "", pid,
+                        pid[0] ? ")" : "");
+                return 2;
+            }
+        } else {
+            /* fd stays open, and the lock held, until the process ends */
+            int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+            if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len) {
+                rc = -errno;
+            }
+        }
+    }
+    if (why != NULL || rc != 0) {
+        fprintf(stderr, "referee: %s: %s: %s\n", where, cfg->data_dir,
+                why ? why : rf_strerror(rc));
+        return 2;
+    }
+    return 0;
+}
+
 static int run_flags(int argc, char **argv, struct rf_config *cfg)
 {
     char host[64], err[600];
@@ -247,6 +325,7 @@ static int run_flags(int argc, char **argv, struct rf_config *cfg)
                      "--listen");
         } else if ((v = rf_cli_option(argc, argv, &i, "data", &bad))) {
             rc = rf_config_set_string(&cfg->data_dir, v);
+            snprintf(cfg->data_where, sizeof(cfg->data_where), "--data");
         } else if ((v = rf_cli_option(argc, argv, &i, "tenants", &bad))) {
             rc = rf_config_set_string(&cfg->tenants_dir, v);
             snprintf(cfg->tenants_where, sizeof(cfg->tenants_where),
@@ -262,7 +341,8 @@ static int run_flags(int argc, char **argv, struct rf_config *cfg)
         return 1;
     }
     rc = probe_listeners(cfg);
-    return rc != 0 ? rc : probe_tenants(cfg);
+    rc = rc != 0 ? rc : probe_tenants(cfg);
+    return rc != 0 ? rc : probe_data(cfg);
 }
 
 static int cmd_run(int argc, char **argv)
@@ -304,6 +384,12 @@ int main(int argc, char **argv)
                         "--help')\n",
                 argv[1]);
         return 2;
+    }
+    for (int i = 2; i < argc && c->run != cmd_help; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("%s", c->usage); /* as 'referee help COMMAND' */
+            return 0;
+        }
     }
     return c->run(argc - 2, argv + 2);
 }

@@ -47,6 +47,7 @@ struct rf_config {
     char listen_where[320];
     char admin_listen_where[320];
     char tenants_where[320]; /* "file:line: setting 'tenants'", "--tenants" */
+    char data_where[320];    /* "file:line: setting 'data'", "--data" */
 };
 
 /* The shortest admin token accepted. */

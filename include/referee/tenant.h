@@ -139,6 +139,8 @@ struct rf_tenant_env {
 struct rf_tenants {
     struct rf_tenant *v; /* sorted by id */
     size_t n;
+    size_t failed; /* of n, whose files did not load when these were read
+                    * (after a reload some keep their previous version) */
 };
 
 /* Loads every tenant folder under `dir` (`env` may be NULL). A tenant that

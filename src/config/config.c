@@ -512,6 +512,13 @@ static int read_top(struct rf_reader *r, struct rf_config *cfg)
     if (rc == 0) {
         rc = rf_reader_string(r, -1, "", "data", &cfg->data_dir, 0);
     }
+    if (rc == 0 && rf_reader_get(r->L, -1, "data") != LUA_TNIL) {
+        snprintf(cfg->data_where, sizeof(cfg->data_where),
+                 "%s:%d: setting 'data'", r->file, rf_reader_line(r, "data"));
+    }
+    if (rc == 0) {
+        lua_pop(r->L, 1);
+    }
     if (rc == 0) {
         rc = rf_reader_string(r, -1, "", "tenants", &cfg->tenants_dir, 0);
     }

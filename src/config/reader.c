@@ -4,6 +4,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -296,14 +297,21 @@ int rf_reader_uint(struct rf_reader *r, int idx, const char *path,
     char full[256];
     int t = rf_reader_get(L, idx, key), isint = 0;
     lua_Integer v = 0;
+    lua_Number d = 0;
 
     rf_reader_join(full, sizeof(full), path, key);
     if (t == LUA_TNUMBER) {
         v = lua_tointegerx(L, -1, &isint);
+        d = lua_tonumber(L, -1);
     }
     lua_pop(L, 1);
     if (t == LUA_TNIL) {
         return 0;
+    }
+    if (t == LUA_TNUMBER && !isint && d == floor(d)) {
+        /* a whole number too large for an integer (1e20, math.huge) */
+        return rf_reader_fail(r, full, "must be between %llu and %llu", min,
+                              max);
     }
     if (t != LUA_TNUMBER || !isint) {
         return rf_reader_fail(r, full, "expected an integer, got %s",

@@ -476,7 +476,14 @@ static void reloaded_all(struct daemon *d, int rc)
                      rf_strerror(rc));
         return;
     }
-    rf_log_info("tenant", RF_NOF, "reloaded %zu tenants", d->tenants->n);
+    if (d->tenants->failed == 0) {
+        rf_log_info("tenant", RF_NOF, "reloaded %zu tenants", d->tenants->n);
+    } else {
+        /* each failure has its own line above, saying what it keeps */
+        rf_log_warn("tenant", RF_NOF,
+                    "reloaded %zu tenants; %zu of them did not load",
+                    d->tenants->n, d->tenants->failed);
+    }
     note_tenants(d);
     reload_runtime(d, NULL);
 }

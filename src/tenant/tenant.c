@@ -9,6 +9,7 @@
 
 #include "internal.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -111,6 +112,37 @@ static int set_secret(struct rf_reader *r, const char *path, const char *s,
     return rf__tenant_secret(r, path, s, &src->secret, &src->secret_len);
 }
 
+/* An HTTP field name (RFC 9110, 5.1: a token). */
+static int header_name_ok(const char *s)
+{
+    if (*s == '\0') {
+        return 0;
+    }
+    for (; *s; s++) {
+        if (!isalnum((unsigned char)*s) && !strchr("!#$%&'*+-.^_`|~", *s)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Dot-separated member names, none empty and each shorter than the
+ * intake's segment buffer (128 bytes). */
+static int json_path_ok(const char *s)
+{
+    while (1) {
+        size_t len = strcspn(s, ".");
+
+        if (len == 0 || len >= 128) {
+            return 0;
+        }
+        if (s[len] == '\0') {
+            return 1;
+        }
+        s += len + 1;
+    }
+}
+
 static int read_id(struct rf_reader *r, const char *path,
                    struct rf_source *src)
 {
@@ -125,10 +157,20 @@ static int read_id(struct rf_reader *r, const char *path,
         free(spec);
         return rc;
     }
-    if (strncmp(spec, "header:", 7) == 0 && spec[7]) {
+    if (strncmp(spec, "header:", 7) == 0 && !header_name_ok(spec + 7)) {
+        rc = rf_reader_fail(r, full,
+                            "\"header:NAME\" needs a header name (letters, "
+                            "digits and !#$%%&'*+-.^_`|~), got \"%s\"",
+                            spec);
+    } else if (strncmp(spec, "json:", 5) == 0 && !json_path_ok(spec + 5)) {
+        rc = rf_reader_fail(r, full,
+                            "\"json:PATH\" needs member names joined by "
+                            "dots, none empty or over 127 bytes, got \"%s\"",
+                            spec);
+    } else if (strncmp(spec, "header:", 7) == 0) {
         src->id_from = RF_ID_HEADER;
         rc = rf_config_set_string(&src->id_key, spec + 7);
-    } else if (strncmp(spec, "json:", 5) == 0 && spec[5]) {
+    } else if (strncmp(spec, "json:", 5) == 0) {
         src->id_from = RF_ID_JSON;
         rc = rf_config_set_string(&src->id_key, spec + 5);
     } else if (strcmp(spec, "none") == 0) {
@@ -518,6 +560,9 @@ static int load_all(const char *dir, const struct rf_tenant_env *env,
     }
     if (rc == 0 && ts->n > 1) {
         qsort(ts->v, ts->n, sizeof(*ts->v), cmp_tenant);
+    }
+    for (size_t i = 0; rc == 0 && i < ts->n; i++) {
+        ts->failed += ts->v[i].error != NULL;
     }
 out:
     if (d) {

@@ -238,6 +238,30 @@ class ConfigCheckTest(unittest.TestCase):
                              "referee: --tenants: %s: not a directory\n"
                              % path)
 
+    def test_a_data_setting_that_is_no_directory_exits_2(self):
+        # It used to exit 1 with a log line and no setting named.
+        with tempfile.TemporaryDirectory(prefix="referee-cli-") as root:
+            tenants = os.path.join(root, "tenants")
+            os.mkdir(tenants)
+            afile = os.path.join(root, "afile")
+            open(afile, "w").close()
+            path = os.path.join(root, "config.lua")
+            with open(path, "w") as f:
+                f.write('return {\n  listen = "127.0.0.1:0",\n'
+                        '  data = "%s",\n}\n' % afile)
+            res = run_cli("run", "--config", path, "--tenants", tenants)
+            self.assertEqual(res.returncode, 2, res)
+            self.assertEqual(res.stderr.decode(),
+                             "referee: %s:3: setting 'data': %s: not a "
+                             "directory\n" % (path, afile))
+            deep = os.path.join(root, "no", "such")
+            res = run_cli("run", "--listen", "127.0.0.1:0", "--data", deep,
+                          "--tenants", tenants)
+            self.assertEqual(res.returncode, 2, res)
+            self.assertEqual(res.stderr.decode(),
+                             "referee: --data: %s: No such file or "
+                             "directory\n" % deep)
+
     def test_admin_on_the_listen_address_exits_2(self):
         res, path = self.run_config(
             'return {\n  listen = "127.0.0.1:18777",\n'
@@ -271,6 +295,20 @@ class ConfigCheckTest(unittest.TestCase):
 
 
 class TenantCapsInDaemonTest(DaemonTestCase):
+
+    def test_a_second_daemon_on_the_same_data_exits_2(self):
+        # Two would both poll Zoho, run the outbox and issue rewards.
+        d = self.daemon(tenants=(), extra_tenants={"a": "return {}\n"})
+        res = run_cli("run", "--listen", "127.0.0.1:0", "--data",
+                      d.data_dir, "--tenants", d.tenants_dir)
+        self.assertEqual(res.returncode, 2, res)
+        self.assertEqual(res.stderr.decode(),
+                         "referee: --data: %s is in use by another referee "
+                         "run (pid %d)\n" % (d.data_dir, d.proc.pid))
+        self.assertEqual(d.post("a", "s", b"{}").status, 404)  # still up
+        d.stop()
+        d.start()  # the lock went with the first process
+        self.assertEqual(d.request("GET", "/healthz").status, 200)
 
     def test_tenant_over_the_operator_cap_fails_to_load(self):
         greedy = ("return {\n  sources = { s = {} },\n"

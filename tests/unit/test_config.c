@@ -150,6 +150,13 @@ static void test_out_of_range_and_enum(void **state)
     expect_error("return { limits = { connections_max = 0 } }\n", RF_ECONFIG,
                  "referee.lua:1: setting 'limits.connections_max': must be "
                  "between 1 and 1000000");
+    /* a whole number beyond an integer is out of range, not "a fraction" */
+    expect_error("return { limits = { body_max = 1e20 } }\n", RF_ECONFIG,
+                 "referee.lua:1: setting 'limits.body_max': must be "
+                 "between 1 and 1073741824");
+    expect_error("return { limits = { body_max = 1.5 } }\n", RF_ECONFIG,
+                 "referee.lua:1: setting 'limits.body_max': expected an "
+                 "integer, got a fraction");
 }
 
 /* What the listener cannot bind fails the config check, naming the line. */

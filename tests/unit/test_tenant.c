@@ -179,6 +179,24 @@ static void test_errors_name_line(void **state)
                  "2: setting 'limits.cpu_ms': must be between 1 and 10000");
     expect_error("e6", "return { zoho_id = 5 }\n", RF_ECONFIG,
                  "1: setting 'zoho_id': unknown setting");
+    /* ids that no request could ever carry: every delivery would get 400 */
+    expect_error("e7", "return { sources = {\n"
+                       "  s = { id = 'header:webhook id' } } }\n",
+                 RF_ECONFIG,
+                 "2: setting 'sources.s.id': \"header:NAME\" needs a header "
+                 "name (letters, digits and !#$%&'*+-.^_`|~), got "
+                 "\"header:webhook id\"");
+    expect_error("e8", "return { sources = {\n"
+                       "  s = { id = 'json:a..b' } } }\n",
+                 RF_ECONFIG,
+                 "2: setting 'sources.s.id': \"json:PATH\" needs member "
+                 "names joined by dots, none empty or over 127 bytes, got "
+                 "\"json:a..b\"");
+    expect_error("e9", "return { sources = {\n  s = { id = 'json:' } } }\n",
+                 RF_ECONFIG,
+                 "2: setting 'sources.s.id': \"json:PATH\" needs member "
+                 "names joined by dots, none empty or over 127 bytes, got "
+                 "\"json:\"");
 }
 
 /* Regression: reading the settings once ran a script's __index outside any
