@@ -75,6 +75,13 @@ const char *rf_http_body(const struct rf_http_req *req, size_t *len);
 /* Client address as text, e.g. "127.0.0.1". */
 const char *rf_http_client(const struct rf_http_req *req);
 
+/* The first of names (a NULL-terminated list; NULL entries before the end
+ * are not allowed) that the request carries more than once, compared
+ * without case, or NULL. rf_http_header gives only the first of a repeated
+ * header, so a check that reads it must first refuse a repeat. */
+const char *rf_http_header_repeated(const struct rf_http_req *req,
+                                    const char *const *names);
+
 /* Calls fn for every request header, in arrival order. */
 void rf_http_each_header(const struct rf_http_req *req,
                          void (*fn)(const char *name, const char *value,

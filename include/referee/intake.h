@@ -39,6 +39,12 @@ void rf_intake_handle(struct rf_intake *in, struct rf_http_req *req,
                       const char *tenant, size_t tlen, const char *source,
                       size_t slen);
 
+/* Answers 400 repeated_header and returns -1 when the request carries
+ * webhook-id, webhook-timestamp, webhook-signature or id_header (may be
+ * NULL) more than once: the signature check and the delivery id would read
+ * only the first, and the event would keep both. Otherwise returns 0. */
+int rf_intake_refuse_repeats(struct rf_http_req *req, const char *id_header);
+
 /* The source name of stored Zoho notifications; no webhook source of a
  * tenant may have it. */
 #define RF_INTAKE_ZOHO_SOURCE "zoho"

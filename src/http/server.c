@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -242,6 +243,7 @@ static int headers_too_large(const struct rf_http_req *r)
 /* First call for a request: headers are in. */
 struct framing {
     int lengths, chunked;
+    int other; /* a transfer coding other than exactly "chunked" */
 };
 
 static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind,
@@ -254,6 +256,8 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind,
     if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
         f->lengths++;
     } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        f->other |= f->chunked || value == NULL ||
+                    strcasecmp(value, "chunked") != 0;
         f->chunked = 1;
     }
     return MHD_YES;
@@ -265,11 +269,23 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind,
  * in. libmicrohttpd 0.9.75 takes the first; we refuse them. */
 static int ambiguous_length(const struct rf_http_req *r)
 {
-    struct framing f = {0, 0};
+    struct framing f = {0, 0, 0};
 
     (void)MHD_get_connection_values(r->mc, MHD_HEADER_KIND, count_framing,
                                     &f);
     return f.lengths > 1 || (f.lengths > 0 && f.chunked);
+}
+
+/* A transfer coding other than chunked (gzip, "gzip, chunked"): MHD 0.9
+ * would wait for the connection's end as the body's, until the body
+ * timeout, and answer nothing. RFC 9112 section 6.1 says 501. */
+static int unknown_coding(const struct rf_http_req *r)
+{
+    struct framing f = {0, 0, 0};
+
+    (void)MHD_get_connection_values(r->mc, MHD_HEADER_KIND, count_framing,
+                                    &f);
+    return f.other;
 }
 
 static enum MHD_Result on_first(struct rf_http_server *srv,
@@ -293,6 +309,10 @@ static enum MHD_Result on_first(struct rf_http_server *srv,
         rf_http_respond_error(r, 400, "ambiguous_length",
                               "the request has more than one Content-Length, "
                               "or one with Transfer-Encoding");
+    } else if (unknown_coding(r)) {
+        rf_http_add_header(r, "Connection", "close");
+        rf_http_respond_error(r, 501, "unsupported_transfer_encoding",
+                              "the only transfer coding taken is chunked");
     } else {
         srv->app.on_headers(r, srv->app.arg);
     }
@@ -429,6 +449,19 @@ static uint64_t deadline_of(const struct rf_http_server *srv,
     }
 }
 
+/* What a cut-off client had not done in time, for the log. */
+static const char *late_for(enum conn_phase phase)
+{
+    switch (phase) {
+    case PHASE_NEW:
+        return "headers not complete within limits.header_timeout_ms";
+    case PHASE_BODY:
+        return "body not complete within limits.body_timeout_ms";
+    default:
+        return "no new request within limits.keepalive_idle_ms";
+    }
+}
+
 static void on_sweep(uv_timer_t *t)
 {
     struct rf_http_server *srv = t->data;
@@ -444,8 +477,8 @@ static void on_sweep(uv_timer_t *t)
         }
         ci = MHD_get_connection_info(c->mc, MHD_CONNECTION_INFO_CONNECTION_FD);
         if (ci != NULL) {
-            rf_log_info("http", RF_NOF, "cutting off slow client (phase %d)",
-                        (int)c->phase);
+            rf_log_info("http", RF_F("why", late_for(c->phase)),
+                        "cutting off a slow client");
             (void)shutdown(ci->connect_fd, SHUT_RDWR);
             c->phase = PHASE_HANDLING; /* cut once */
             cut = 1;
@@ -458,11 +491,30 @@ static void on_sweep(uv_timer_t *t)
 
 /* --- loop integration --------------------------------------------------- */
 
+static unsigned open_connections(const struct rf_http_server *srv)
+{
+    const union MHD_DaemonInfo *di =
+        MHD_get_daemon_info(srv->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+
+    return di ? di->num_connections : 0;
+}
+
 static void run_mhd(struct rf_http_server *srv)
 {
     MHD_UNSIGNED_LONG_LONG ms;
+    unsigned before = open_connections(srv);
 
     (void)MHD_run(srv->d);
+    /* At limits.connections_max MHD takes its listening socket out of its
+     * epoll set, and puts it back only at the start of a later run. When
+     * the run that closed connections was the last one with anything to
+     * do (the sweep cutting off every slow client at once), nothing would
+     * wake the loop again and the clients waiting in the backlog, even
+     * /healthz, would never be accepted. A second run puts the socket
+     * back, and its epoll descriptor then wakes us for them. */
+    if (open_connections(srv) < before) {
+        (void)MHD_run(srv->d);
+    }
     if (MHD_get_timeout(srv->d, &ms) == MHD_YES) {
         uv_timer_start(&srv->timer, on_timer, (uint64_t)ms, 0);
     } else {
@@ -688,6 +740,42 @@ void rf_http_each_header(const struct rf_http_req *req,
 
     (void)MHD_get_connection_values(req->mc, MHD_HEADER_KIND, each_header,
                                     &e);
+}
+
+struct repeat_ctx {
+    const char *const *names;
+    unsigned seen;     /* bit i: names[i] was seen */
+    const char *twice; /* the first seen twice */
+};
+
+static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind,
+                                    const char *key, const char *value)
+{
+    struct repeat_ctx *r = cls;
+
+    (void)kind;
+    (void)value;
+    for (unsigned i = 0; r->names[i] && i < 32; i++) {
+        if (strcasecmp(key, r->names[i]) != 0) {
+            continue;
+        }
+        if (r->seen & (1u << i)) {
+            r->twice = r->names[i];
+            return MHD_NO; /* stop at the first repeat */
+        }
+        r->seen |= 1u << i;
+    }
+    return MHD_YES;
+}
+
+const char *rf_http_header_repeated(const struct rf_http_req *req,
+                                    const char *const *names)
+{
+    struct repeat_ctx r = {names, 0, NULL};
+
+    (void)MHD_get_connection_values(req->mc, MHD_HEADER_KIND, count_header,
+                                    &r);
+    return r.twice;
 }
 
 void rf_http_set_data(struct rf_http_req *req, void *data)

@@ -349,6 +349,9 @@ static int admit(struct rf_capture *c, struct rf_http_req *req,
     uint64_t ms;
     int res;
 
+    if (rf_intake_refuse_repeats(req, NULL) != 0) {
+        return -1;
+    }
     if (sig != NULL) {
         if (p->secret == NULL) {
             rf_http_respond_error(req, 401, "signature_not_configured",

@@ -10,6 +10,7 @@
 #include "referee/utf8.h"
 
 #include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -67,6 +68,7 @@ static void keep_header(const char *name, const char *value, void *arg)
     struct keep_ctx *k = arg;
     int keep = in_list(kept_always, name);
     char lower[128], clean[1024];
+    cJSON *prev;
     size_t i;
 
     for (size_t j = 0; !keep && j < k->src->nkeep; j++) {
@@ -83,6 +85,21 @@ static void keep_header(const char *name, const char *value, void *arg)
     lower[i] = '\0';
     /* Header bytes are not always UTF-8; stored JSON must be. */
     rf_utf8_sanitize(value, strlen(value), clean, sizeof(clean));
+    prev = cJSON_GetObjectItemCaseSensitive(k->obj, lower);
+    if (prev != NULL) {
+        /* A repeated header is one list (RFC 9110, 5.3): one member with
+         * the values joined, never a JSON object with the name twice. */
+        size_t n = strlen(prev->valuestring) + 2 + strlen(clean) + 1;
+        char *both = malloc(n);
+
+        if (both != NULL) {
+            snprintf(both, n, "%s, %s", prev->valuestring, clean);
+            cJSON_ReplaceItemInObjectCaseSensitive(k->obj, lower,
+                                                   cJSON_CreateString(both));
+            free(both);
+        }
+        return;
+    }
     cJSON_AddItemToObject(k->obj, lower, cJSON_CreateString(clean));
 }
 
@@ -103,12 +120,14 @@ static char *kept_headers(struct rf_http_req *req, const struct rf_source *s)
 /* Checks that body is one strict JSON value (RFC 8259 in strict UTF-8,
  * nested at most RF_API_JSON_DEPTH_MAX deep). Everything the check lets
  * through, the scripts' parser decodes (tests/unit/test_json_check.c holds
- * this), so every stored body can be given to a hook. On failure answers
- * 400 (invalid_json or json_too_deep) and returns -1. */
+ * this), so every stored body can be given to a hook. A \u0000 escape is
+ * refused too: hooks get strings through cJSON's C strings, which the zero
+ * would cut short. On failure answers 400 (invalid_json or json_too_deep)
+ * and returns -1. */
 static int check_json(struct rf_http_req *req, const char *body, size_t len)
 {
     struct rf_json_problem p;
-    int rc = rf_json_check(body, len, RF_API_JSON_DEPTH_MAX, &p);
+    int rc = rf_json_check_text(body, len, RF_API_JSON_DEPTH_MAX, &p);
 
     if (rc == RF_ELIMIT) {
         rf_http_respond_error(req, 400, "json_too_deep",
@@ -147,9 +166,19 @@ static cJSON *parse_json(struct rf_http_req *req, const char *body,
     return v;
 }
 
-/* Follows a dotted path through objects; the leaf must be a string or an
- * integer. Writes it into out. Returns 0 or RF_ENOTFOUND. */
-static int json_id(const cJSON *v, const char *path, char *out, size_t n)
+/* Why a delivery id cannot be used, for the 400 answer. */
+#define ID_MISSING "missing"
+#define ID_EMPTY "empty"
+#define ID_KIND "not a string or an integer"
+#define ID_STR_(x) #x
+#define ID_STR(x) ID_STR_(x)
+#define ID_LONG "longer than " ID_STR(RF_DELIVERY_ID_MAX) " bytes"
+
+/* Follows a dotted path through objects; the leaf must be a non-empty
+ * string or an integer. Writes it into out. Returns 0, or RF_ENOTFOUND with
+ * *why set. */
+static int json_id(const cJSON *v, const char *path, char *out, size_t n,
+                   const char **why)
 {
     char seg[128];
 
@@ -157,6 +186,7 @@ static int json_id(const cJSON *v, const char *path, char *out, size_t n)
         size_t len = strcspn(path, ".");
 
         if (len >= sizeof(seg)) {
+            *why = ID_MISSING;
             return RF_ENOTFOUND;
         }
         memcpy(seg, path, len);
@@ -165,41 +195,52 @@ static int json_id(const cJSON *v, const char *path, char *out, size_t n)
                               : NULL;
         path += len + (path[len] == '.');
     }
-    if (cJSON_IsString(v) && v->valuestring[0] &&
-        strlen(v->valuestring) < n) {
-        snprintf(out, n, "%s", v->valuestring);
-        return 0;
+    if (cJSON_IsString(v)) {
+        size_t len = strlen(v->valuestring);
+
+        *why = len == 0 ? ID_EMPTY : len >= n ? ID_LONG : NULL;
+        if (*why == NULL) {
+            memcpy(out, v->valuestring, len + 1);
+            return 0;
+        }
+        return RF_ENOTFOUND;
     }
-    if (cJSON_IsNumber(v) &&
+    /* the range check first: casting a larger double is undefined */
+    if (cJSON_IsNumber(v) && fabs(v->valuedouble) < 9.2e18 &&
         v->valuedouble == (double)(long long)v->valuedouble) {
         snprintf(out, n, "%lld", (long long)v->valuedouble);
         return 0;
     }
+    *why = v == NULL || cJSON_IsNull(v) ? ID_MISSING : ID_KIND;
     return RF_ENOTFOUND;
 }
 
 /* Finds the delivery id where the source's settings say it is. Returns 0
- * (found, or none configured) or RF_ENOTFOUND. */
+ * (found, or none configured) or RF_ENOTFOUND with *why set. */
 static int delivery_id(struct rf_http_req *req, const struct rf_source *s,
-                       const cJSON *json, char *out, size_t n)
+                       const cJSON *json, char *out, size_t n,
+                       const char **why)
 {
     const char *h;
 
     out[0] = '\0';
+    *why = ID_MISSING;
     switch (s->id_from) {
     case RF_ID_HEADER:
         h = rf_http_header(req, s->id_key);
         if (h != NULL && strlen(h) >= n) {
-            return RF_ENOTFOUND; /* an id we cannot keep: never dedup-less */
+            *why = ID_LONG; /* an id we cannot keep: never dedup-less */
+            return RF_ENOTFOUND;
         }
         if (h == NULL || *h == '\0') {
             /* Only a source that names its id must send it. */
+            *why = h == NULL ? ID_MISSING : ID_EMPTY;
             return s->id_required ? RF_ENOTFOUND : 0;
         }
         snprintf(out, n, "%s", h);
         return 0;
     case RF_ID_JSON:
-        return json ? json_id(json, s->id_key, out, n) : RF_ENOTFOUND;
+        return json ? json_id(json, s->id_key, out, n, why) : RF_ENOTFOUND;
     default:
         return 0;
     }
@@ -255,6 +296,23 @@ static void on_written(struct rf_write_job *job)
     free_job(j);
 }
 
+int rf_intake_refuse_repeats(struct rf_http_req *req, const char *id_header)
+{
+    const char *names[] = {"webhook-id", "webhook-timestamp",
+                           "webhook-signature", id_header, NULL};
+    const char *twice = rf_http_header_repeated(req, names);
+
+    if (twice == NULL) {
+        return 0;
+    }
+    rf_http_respond_error(req, 400, "repeated_header",
+                          "the %s header is sent more than once; send one "
+                          "(several signatures go in one webhook-signature, "
+                          "separated by spaces)",
+                          twice);
+    return -1;
+}
+
 static int check_signature(struct rf_intake *in, struct rf_http_req *req,
                            const struct rf_source *s, const char *body,
                            size_t len)
@@ -282,6 +340,7 @@ static int check_body(struct rf_http_req *req, const struct rf_source *s,
                       const char *body, size_t len, char *id, size_t idlen)
 {
     cJSON *json = NULL;
+    const char *why;
     int rc;
 
     /* The tree is built only when the id is in it: checking alone is a
@@ -294,14 +353,13 @@ static int check_body(struct rf_http_req *req, const struct rf_source *s,
     } else if (s->json && check_json(req, body, len) != 0) {
         return -1;
     }
-    rc = delivery_id(req, s, json, id, idlen);
+    rc = delivery_id(req, s, json, id, idlen, &why);
     cJSON_Delete(json);
     if (rc != 0) {
         rf_http_respond_error(req, 400, "delivery_id_missing",
-                              "the delivery id (%s:%s) is missing or "
-                              "longer than %d bytes",
+                              "the delivery id (%s:%s) is %s",
                               s->id_from == RF_ID_JSON ? "json" : "header",
-                              s->id_key, RF_DELIVERY_ID_MAX);
+                              s->id_key, why);
         return -1;
     }
     return 0;
@@ -367,7 +425,9 @@ void rf_intake_handle(struct rf_intake *in, struct rf_http_req *req,
         rf_http_respond_error(req, 503, "out_of_memory", "try again later");
         return;
     }
-    if (check_signature(in, req, s, body, len) != 0 ||
+    if (rf_intake_refuse_repeats(req, s->id_from == RF_ID_HEADER ? s->id_key
+                                                                 : NULL) != 0 ||
+        check_signature(in, req, s, body, len) != 0 ||
         check_body(req, s, body, len, j->delivery_id,
                    sizeof(j->delivery_id)) != 0) {
         in->stats.rejected++;

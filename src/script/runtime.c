@@ -340,6 +340,7 @@ static void *script_main(void *arg)
     struct rf_runtime *rt = arg;
     size_t n;
 
+    (void)pthread_setname_np(pthread_self(), "referee-script");
     rt->opts.loop = &rt->loop;
     rt->engine = rf_engine_new(&rt->opts);
     n = rt->engine ? rf_engine_load_dir(rt->engine, rt->tenants_dir) : 0;

@@ -249,20 +249,25 @@ static int open_env(struct rf_store *st, const char *dir, char *err,
     unsigned eflags = MDB_NOTLS;
     int mrc, dead = 0;
 
-    if (st->flags & RF_STORE_RDONLY) {
-        eflags |= MDB_RDONLY;
-    } else if (st->flags & RF_STORE_EXISTING) {
+    /* The messages leave out dir: every caller names it already. */
+    if (st->flags & (RF_STORE_RDONLY | RF_STORE_EXISTING)) {
         char path[4096];
         struct stat sb;
 
         snprintf(path, sizeof(path), "%s/data.mdb", dir);
         if (stat(path, &sb) != 0) {
-            snprintf(err, errlen, "no store in %s (the daemon creates it "
-                     "at its first start)", dir);
+            snprintf(err, errlen, "%s", errno == ENOENT
+                         ? "no store here (the daemon creates it at its "
+                           "first start)"
+                         : strerror(errno));
             return RF_ENOTFOUND;
         }
+        if (st->flags & RF_STORE_RDONLY) {
+            eflags |= MDB_RDONLY;
+        }
     } else if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-        snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
+        snprintf(err, errlen, "cannot create the directory: %s",
+                 strerror(errno));
         return -errno;
     }
     if (st->flags & RF_STORE_NOSYNC) {
@@ -279,7 +284,7 @@ static int open_env(struct rf_store *st, const char *dir, char *err,
         mrc = mdb_env_open(st->env, dir, eflags, 0600);
     }
     if (mrc != 0) {
-        snprintf(err, errlen, "cannot open store in %s: %s", dir,
+        snprintf(err, errlen, "cannot open the store: %s",
                  mdb_strerror(mrc));
         return mrc == ENOENT ? RF_ENOTFOUND : RF_ESTORE;
     }

@@ -103,6 +103,8 @@ static void *writer_main(void *arg)
 {
     struct rf_writer *w = arg;
 
+    /* shown by top -H and in /proc/PID/task/TID/comm (at most 15 bytes) */
+    (void)pthread_setname_np(pthread_self(), "referee-writer");
     pthread_mutex_lock(&w->mu);
     for (;;) {
         struct rf_write_job *batch, *j, *next;

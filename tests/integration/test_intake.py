@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -177,6 +178,8 @@ class SharedDaemonTest(DaemonTestCase):
     def test_invalid_json_is_rejected_and_trailing_space_is_not(self):
         for body, status in ((b'{"a":', 400), (b'{"a":1} trailing', 400),
                              (b'{"a":1}{"b":2}', 400), (b"", 400),
+                             # a hook would get "a" (cJSON's C strings)
+                             (b'{"id":"a\\u0000b"}', 400),
                              (b'{"a":1}\r\n \t', 202), (b'"just a string"',
                                                         202)):
             with self.subTest(body=body):
@@ -273,6 +276,23 @@ class SharedDaemonTest(DaemonTestCase):
                 resp = read_http_response(sock, scale(5))
                 self.assertIsNotNone(resp, "closed without an answer")
                 self.assert_error(resp, 400, "ambiguous_length")
+        self.assertEqual(len(self.d.events_list("acme")), before)
+
+    def test_a_transfer_coding_other_than_chunked_is_501_at_once(self):
+        # It was held until the body timeout and closed without an answer.
+        path = hook_path("acme", "raw").encode()
+        before = len(self.d.events_list("acme"))
+        for coding, body in ((b"gzip", b"{}"),
+                             (b"gzip, chunked", b"2\r\n{}\r\n0\r\n\r\n"),
+                             (b"chunked, chunked",
+                              b"2\r\n{}\r\n0\r\n\r\n")):
+            with self.subTest(coding=coding), self.d.raw() as sock:
+                sock.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: t\r\n"
+                             b"Transfer-Encoding: " + coding + b"\r\n\r\n" +
+                             body)
+                resp = read_http_response(sock, scale(2))
+                self.assertIsNotNone(resp, "no answer within 2 s")
+                self.assert_error(resp, 501, "unsupported_transfer_encoding")
         self.assertEqual(len(self.d.events_list("acme")), before)
 
     def test_an_encoded_nul_in_the_path_names_no_route(self):
@@ -384,6 +404,24 @@ class SharedDaemonTest(DaemonTestCase):
                 resp = self.d.post("acme", "orders", json.dumps(doc))
                 self.assert_error(resp, 400, "delivery_id_missing")
 
+    def test_an_unusable_delivery_id_is_named_in_the_answer(self):
+        for order, why in (({}, "missing"), ({"id": None}, "missing"),
+                           ({"id": ""}, "empty"),
+                           ({"id": 1.5}, "not a string or an integer"),
+                           ({"id": 1e300}, "not a string or an integer"),
+                           ({"id": {"x": 1}}, "not a string or an integer"),
+                           ({"id": "x" * 257}, "longer than 256 bytes")):
+            with self.subTest(order=str(order)[:40]):
+                body = json.dumps({"data": {"order": order}}).encode()
+                resp = self.d.post("acme", "orders", body)
+                self.assert_error(resp, 400, "delivery_id_missing")
+                self.assertEqual(resp.json()["error"]["message"],
+                                 "the delivery id (json:data.order.id) is "
+                                 + why)
+        resp = self.d.post("acme", "forms", b"{}", {"x-delivery-id": ""})
+        self.assertEqual(resp.json()["error"]["message"],
+                         "the delivery id (header:x-delivery-id) is empty")
+
     def test_delivery_id_from_a_custom_header(self):
         shared_webhook_id = new_id()
         firsts = []
@@ -407,6 +445,56 @@ class SharedDaemonTest(DaemonTestCase):
 
         resp = self.d.post("acme", "forms", b"{}", {"webhook-id": new_id()})
         self.assert_error(resp, 400, "delivery_id_missing")
+
+    def post_header_pairs(self, source, body, pairs):
+        """POSTs with headers given as (name, value) pairs, repeats kept."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.d.port,
+                                          timeout=scale(10))
+        try:
+            conn.putrequest("POST", "/t/acme/hooks/" + source)
+            for name, value in pairs + [("Content-Length", str(len(body)))]:
+                conn.putheader(name, value)
+            conn.endheaders(body)
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read())
+        finally:
+            conn.close()
+
+    def test_a_repeated_id_or_signature_header_is_refused(self):
+        body = b'{"n": 1}'
+        good = list(signed_headers(SECRETS[("acme", "shop")], body).items())
+        other = signed_headers(SECRETS[("acme", "shop")], body)
+        for name in ("webhook-id", "webhook-timestamp", "webhook-signature"):
+            with self.subTest(header=name):
+                before = len(self.d.events_list("acme"))
+                status, doc = self.post_header_pairs(
+                    "shop", body, good + [(name.upper(), other[name])])
+                self.assertEqual((status, doc["error"]["code"]),
+                                 (400, "repeated_header"), doc)
+                self.assertIn("the %s header is sent more than once" % name,
+                              doc["error"]["message"])
+                self.assertEqual(len(self.d.events_list("acme")), before)
+        # the header a source takes its id from, too
+        status, doc = self.post_header_pairs(
+            "forms", b"{}", [("x-delivery-id", new_id("dlv")),
+                             ("X-Delivery-Id", new_id("dlv"))])
+        self.assertEqual((status, doc["error"]["code"]),
+                         (400, "repeated_header"))
+        # and the same request with each header once is taken
+        status, doc = self.post_header_pairs("shop", body, good)
+        self.assertEqual(status, 202, doc)
+
+    def test_a_repeated_kept_header_is_one_member_with_both_values(self):
+        status, doc = self.post_header_pairs(
+            "forms", b"{}", [("x-delivery-id", new_id("dlv")),
+                             ("X-Form-Name", "a"), ("x-form-name", "b")])
+        self.assertEqual(status, 202, doc)
+        listed = run_cli("events", "list", "--data", self.d.data_dir,
+                         "--tenant", "acme").stdout.decode()
+        line = [l for l in listed.splitlines() if doc["event_id"] in l]
+        self.assertEqual(len(line), 1)
+        self.assertEqual(line[0].count('"x-form-name"'), 1, line[0])
+        self.assertEqual(json.loads(line[0])["headers"]["x-form-name"], "a, b")
 
     def test_default_id_source_deduplicates_only_when_webhook_id_is_sent(self):
         a = self.assert_accepted(self.d.post("acme", "plain", b"{}"))
@@ -496,6 +584,18 @@ class SharedDaemonTest(DaemonTestCase):
         self.assertEqual((doc["status"], doc["store"], doc["stopping"]),
                          ("ready", "open", False))
 
+    def test_worker_threads_carry_their_names(self):
+        # so that top -H and perf tell the writer and the script thread
+        # apart from the loop (docs/operations.md)
+        task = "/proc/%d/task" % self.d.proc.pid
+        names = []
+        for tid in os.listdir(task):
+            with open(os.path.join(task, tid, "comm")) as f:
+                names.append(f.read().strip())
+        # one writer for intake, one for what scripts store
+        self.assertEqual(sorted(names), ["referee", "referee-script",
+                                         "referee-writer", "referee-writer"])
+
     # --- events list -----------------------------------------------------
 
     def test_events_list_since(self):
@@ -523,6 +623,19 @@ class SharedDaemonTest(DaemonTestCase):
                               "--tenant", "acme", "--since", bad)
                 self.assertEqual(res.returncode, 2, res)
                 self.assertEqual(len(res.stderr.splitlines()), 1, res.stderr)
+
+    def test_events_list_where_no_store_is_names_the_folder_once(self):
+        with tempfile.TemporaryDirectory(prefix="referee-it-") as root:
+            for data in (root, os.path.join(root, "absent")):
+                with self.subTest(data=data):
+                    res = run_cli("events", "list", "--data", data,
+                                  "--tenant", "acme")
+                    self.assertEqual(res.returncode, 1, res)
+                    self.assertEqual(res.stderr.decode(),
+                                     "referee events: %s: no store here "
+                                     "(the daemon creates it at its first "
+                                     "start)\n" % data)
+            self.assertEqual(os.listdir(root), [])  # and made none
 
     def test_events_list_reads_consistently_while_the_daemon_writes(self):
         acked, errors, stop = [], [], threading.Event()
@@ -639,6 +752,15 @@ class OwnDaemonTest(DaemonTestCase):
         resp = d.post_signed("globex", "shop", b"{}")
         self.assertEqual(resp.status, 202, resp.body)
         self.assertEqual(d.post("acme", "raw", b"x").status, 202)
+        # a tenant whose files no longer load is counted, not hidden
+        mark = len(d.log_lines())
+        d.write_tenant("globex", "return {\n")
+        d.send_signal(signal.SIGHUP)
+        d.wait_log(re.compile(r'level=warn mod=tenant msg="reloaded 2 '
+                              r'tenants; 1 of them did not load"'), scale(5),
+                   mark)
+        resp = d.post_signed("globex", "shop", b"{}")
+        self.assertEqual(resp.status, 202, resp.body)  # the previous one
 
     def test_store_grows_past_its_initial_map_size(self):
         d = self.daemon(config="return { store = { map_size_mb = 1 } }\n")
@@ -655,6 +777,30 @@ class OwnDaemonTest(DaemonTestCase):
         d.restart()
         self.assertEqual(d.post("acme", "raw", b"after").status, 202)
         self.assertEqual(len(d.events_list("acme")), 25)
+
+    def test_clients_over_the_connection_limit_are_served_once_slow_ones_go(
+            self):
+        # All open connections are slow and cut off in one sweep; the ones
+        # waiting in the backlog behind the limit, and every later client,
+        # must then be accepted. (They were not: the listening socket
+        # stayed out of libmicrohttpd's epoll set until some other event
+        # ran it, and with nothing open no event ever came.)
+        d = self.daemon(config="return { limits = { connections_max = 8,"
+                               " header_timeout_ms = 300 } }\n")
+        for _ in range(5):
+            idle = [d.raw() for _ in range(8)]
+            waiting = d.raw()
+            waiting.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+                            b"Connection: close\r\n\r\n")
+            waiting.settimeout(scale(5))
+            try:
+                head = waiting.recv(64)
+            except socket.timeout:
+                head = b"(no answer in %ss)" % str(scale(5)).encode()
+            self.assertTrue(head.startswith(b"HTTP/1.1 200"), head)
+            for s in idle + [waiting]:
+                s.close()
+            self.assertEqual(d.request("GET", "/healthz").status, 200)
 
     def test_slow_header_client_is_cut_off_while_others_are_served(self):
         d = self.daemon(config="return { limits = { header_timeout_ms = 2000"
@@ -708,6 +854,12 @@ class OwnDaemonTest(DaemonTestCase):
                 self.assertIsNotNone(cut, "never cut off")
                 self.assertGreaterEqual(cut, 1.9)
                 self.assertLess(cut, 2.0 + scale(1.5))
+        cuts = [l for l in d.log_lines() if "slow client" in l]
+        self.assertEqual(len(cuts), 2, cuts)
+        for line in cuts:
+            self.assertIn('mod=http why="headers not complete within '
+                          'limits.header_timeout_ms" msg="cutting off a slow '
+                          'client"', line)
 
     def test_content_length_longer_than_the_body_is_cut_by_body_timeout(self):
         d = self.daemon(config="return { limits = { body_timeout_ms = 1500"
@@ -926,6 +1078,28 @@ class CommandLineTest(unittest.TestCase):
             self.assertIn(flag, out)
         out = self.run_ok("help", "events")
         self.assertIn("referee events list --data DIR --tenant ID", out)
+        # the same text from --help after the command, and with the
+        # subcommand as one word or two
+        self.assertEqual(self.run_ok("run", "--help"), self.run_ok("help",
+                                                                   "run"))
+        self.assertEqual(self.run_ok("events", "list", "--help"), out)
+        self.assertEqual(self.run_ok("help", "events list"), out)
+        self.assertEqual(self.run_ok("help", "events", "list"), out)
+
+    def test_help_refuses_words_it_would_ignore(self):
+        for argv, msg in ((("help", "run", "extra"),
+                           "'run' has no subcommand 'extra'"),
+                          (("help", "events", "lst"),
+                           "'events' has no subcommand 'lst'"),
+                          (("help", "events", "list", "x"),
+                           "takes a command and at most one subcommand, "
+                           "got 'x'")):
+            with self.subTest(argv=argv):
+                res = run_cli(*argv)
+                self.assertEqual((res.returncode, res.stdout), (2, b""))
+                self.assertEqual(res.stderr.decode(),
+                                 "referee help: %s (see 'referee help help')"
+                                 "\n" % msg)
 
     def test_version(self):
         out = self.run_ok("version")
