@@ -144,6 +144,24 @@ static const struct command *find(const char *name)
     return NULL;
 }
 
+/* Whether the usage shows "referee NAME sub ..." lines (events list, dead
+ * replay) rather than options or placeholders after the name. */
+static int has_subcommands(const struct command *c)
+{
+    const char *p = c->usage + strlen("referee ") + strlen(c->name) + 1;
+
+    return *p >= 'a' && *p <= 'z';
+}
+
+/* Whether sub is one of the command's subcommands, as its usage shows. */
+static int names_subcommand(const struct command *c, const char *sub)
+{
+    char line[80];
+
+    snprintf(line, sizeof(line), "referee %s %s ", c->name, sub);
+    return strstr(c->usage, line) != NULL;
+}
+
 static void overview(FILE *f)
 {
     fprintf(f, "referee %s: runs customer-referral programs out of the CRM\n"
@@ -176,10 +194,8 @@ static int cmd_help(int argc, char **argv)
     if (argc == 2 || argv[0][strlen(c->name)] == ' ') {
         /* the subcommand must be one the usage shows */
         const char *sub = argc == 2 ? argv[1] : argv[0] + strlen(c->name) + 1;
-        char line[80];
 
-        snprintf(line, sizeof(line), "referee %s %s ", c->name, sub);
-        if (strstr(c->usage, line) == NULL) {
+        if (!names_subcommand(c, sub)) {
             return rf_cli_usage_error("help", "'%s' has no subcommand '%s'",
                                       c->name, sub);
         }
@@ -266,7 +282,9 @@ static int probe_data(const struct rf_config *cfg)
         snprintf(path, sizeof(path), "%s/daemon.lock", cfg->data_dir);
         fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
         if (fd < 0) {
-            rc = -errno;
+            fprintf(stderr, "referee: %s: cannot open %s: %s\n", where,
+                    path, strerror(errno));
+            return 2;
         } else if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
             rc = -errno;
             ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
@@ -387,6 +405,9 @@ int main(int argc, char **argv)
     }
     for (int i = 2; i < argc && c->run != cmd_help; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            if (has_subcommands(c) && !names_subcommand(c, argv[2])) {
+                break; /* the command refuses the word: exit 2 */
+            }
             printf("%s", c->usage); /* as 'referee help COMMAND' */
             return 0;
         }

@@ -315,8 +315,9 @@ int rf_reader_uint(struct rf_reader *r, int idx, const char *path,
     }
     if (t != LUA_TNUMBER || !isint) {
         return rf_reader_fail(r, full, "expected an integer, got %s",
-                              t == LUA_TNUMBER ? "a fraction"
-                                               : lua_typename(L, t));
+                              t != LUA_TNUMBER ? lua_typename(L, t)
+                              : d != d         ? "not a number (NaN)"
+                                               : "a fraction");
     }
     if (v < 0 || (unsigned long long)v < min ||
         (unsigned long long)v > max) {

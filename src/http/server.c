@@ -17,6 +17,7 @@
 
 #define SWEEP_MS 250
 #define MAX_EXTRA_HEADERS 4
+#define MAX_TRIMMED 16
 #define DISCARD_MAX (4u << 20) /* plus 4 x body_max; then close */
 
 enum conn_phase { PHASE_NEW, PHASE_BODY, PHASE_HANDLING, PHASE_IDLE };
@@ -47,6 +48,10 @@ struct rf_http_req {
     const char *extra[MAX_EXTRA_HEADERS][2];
     char *extra_store[MAX_EXTRA_HEADERS][2];
     int extra_n;
+    /* Header values with trailing spaces or tabs, trimmed, for
+     * rf_http_header (a cache, hence written through a const request). */
+    char *trimmed[MAX_TRIMMED];
+    int trimmed_n;
     void *data;
 };
 
@@ -116,6 +121,9 @@ static void free_req(struct rf_http_req *r)
     for (int i = 0; i < r->extra_n; i++) {
         free(r->extra_store[i][0]);
         free(r->extra_store[i][1]);
+    }
+    for (int i = 0; i < r->trimmed_n; i++) {
+        free(r->trimmed[i]);
     }
     free(r->body);
     free(r);
@@ -240,6 +248,17 @@ static int headers_too_large(const struct rf_http_req *r)
     return ci != NULL && ci->header_size > r->srv->lim.header_max;
 }
 
+/* Length of v without the spaces and tabs at its end. */
+static size_t ows_trimmed_len(const char *v)
+{
+    size_t n = strlen(v);
+
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t')) {
+        n--;
+    }
+    return n;
+}
+
 /* First call for a request: headers are in. */
 struct framing {
     int lengths, chunked;
@@ -256,6 +275,8 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind,
     if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
         f->lengths++;
     } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        /* exactly as libmicrohttpd compares: "chunked " is not chunked
+         * to it, and it would wait for the connection's end */
         f->other |= f->chunked || value == NULL ||
                     strcasecmp(value, "chunked") != 0;
         f->chunked = 1;
@@ -698,7 +719,22 @@ const char *rf_http_path(const struct rf_http_req *req)
 
 const char *rf_http_header(const struct rf_http_req *req, const char *name)
 {
-    return MHD_lookup_connection_value(req->mc, MHD_HEADER_KIND, name);
+    const char *v = MHD_lookup_connection_value(req->mc, MHD_HEADER_KIND, name);
+    struct rf_http_req *r = (struct rf_http_req *)req; /* the cache only */
+    size_t n;
+    char *t;
+
+    /* libmicrohttpd 0.9.75 strips the spaces before a value but keeps
+     * those after it, which RFC 9110 section 5.5 says are not part of it:
+     * "webhook-id: zz " would be another delivery than "zz". */
+    if (v == NULL || (n = ows_trimmed_len(v)) == strlen(v)) {
+        return v;
+    }
+    if (r->trimmed_n == MAX_TRIMMED || (t = strndup(v, n)) == NULL) {
+        return v; /* a request with this many padded headers is odd */
+    }
+    r->trimmed[r->trimmed_n++] = t;
+    return t;
 }
 
 const char *rf_http_query(const struct rf_http_req *req, const char *name)

@@ -69,7 +69,7 @@ static void keep_header(const char *name, const char *value, void *arg)
     int keep = in_list(kept_always, name);
     char lower[128], clean[1024];
     cJSON *prev;
-    size_t i;
+    size_t i, vlen;
 
     for (size_t j = 0; !keep && j < k->src->nkeep; j++) {
         keep = strcasecmp(k->src->keep[j], name) == 0;
@@ -83,8 +83,13 @@ static void keep_header(const char *name, const char *value, void *arg)
                                                           : name[i]);
     }
     lower[i] = '\0';
-    /* Header bytes are not always UTF-8; stored JSON must be. */
-    rf_utf8_sanitize(value, strlen(value), clean, sizeof(clean));
+    /* Without the spaces after the value, as rf_http_header gives it;
+     * header bytes are not always UTF-8, and stored JSON must be. */
+    vlen = strlen(value);
+    while (vlen > 0 && (value[vlen - 1] == ' ' || value[vlen - 1] == '\t')) {
+        vlen--;
+    }
+    rf_utf8_sanitize(value, vlen, clean, sizeof(clean));
     prev = cJSON_GetObjectItemCaseSensitive(k->obj, lower);
     if (prev != NULL) {
         /* A repeated header is one list (RFC 9110, 5.3): one member with
@@ -306,10 +311,11 @@ int rf_intake_refuse_repeats(struct rf_http_req *req, const char *id_header)
         return 0;
     }
     rf_http_respond_error(req, 400, "repeated_header",
-                          "the %s header is sent more than once; send one "
-                          "(several signatures go in one webhook-signature, "
-                          "separated by spaces)",
-                          twice);
+                          "the %s header is sent more than once%s", twice,
+                          strcmp(twice, "webhook-signature") == 0
+                              ? " (several signatures go in one, separated "
+                                "by spaces)"
+                              : "");
     return -1;
 }
 

@@ -471,8 +471,11 @@ class SharedDaemonTest(DaemonTestCase):
                     "shop", body, good + [(name.upper(), other[name])])
                 self.assertEqual((status, doc["error"]["code"]),
                                  (400, "repeated_header"), doc)
-                self.assertIn("the %s header is sent more than once" % name,
-                              doc["error"]["message"])
+                hint = (" (several signatures go in one, separated by "
+                        "spaces)" if name == "webhook-signature" else "")
+                self.assertEqual(doc["error"]["message"],
+                                 "the %s header is sent more than once%s"
+                                 % (name, hint))
                 self.assertEqual(len(self.d.events_list("acme")), before)
         # the header a source takes its id from, too
         status, doc = self.post_header_pairs(
@@ -483,6 +486,29 @@ class SharedDaemonTest(DaemonTestCase):
         # and the same request with each header once is taken
         status, doc = self.post_header_pairs("shop", body, good)
         self.assertEqual(status, 202, doc)
+
+    def test_spaces_after_a_header_value_are_not_part_of_it(self):
+        # libmicrohttpd keeps them; "zz " was another delivery than "zz"
+        wid = new_id()
+        status, doc = self.post_header_pairs("plain", b"{}",
+                                             [("webhook-id", wid + " \t")])
+        self.assertEqual(status, 202, doc)
+        status, again = self.post_header_pairs("plain", b"{}",
+                                               [("webhook-id", wid)])
+        self.assertEqual((status, again), (200, {"event_id": doc["event_id"],
+                                                 "duplicate": True}))
+        stored = self.stored_by_id(doc["event_id"])
+        self.assertEqual(stored["headers"]["webhook-id"], wid)
+        # except "chunked ": libmicrohttpd would not see a chunked body in
+        # it and wait for the connection's end, so it is answered at once
+        path = hook_path("acme", "raw").encode()
+        with self.d.raw() as sock:
+            sock.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: t\r\n"
+                         b"Transfer-Encoding: chunked \r\n\r\n"
+                         b"2\r\n{}\r\n0\r\n\r\n")
+            resp = read_http_response(sock, scale(5))
+        self.assertIsNotNone(resp, "closed without an answer")
+        self.assert_error(resp, 501, "unsupported_transfer_encoding")
 
     def test_a_repeated_kept_header_is_one_member_with_both_values(self):
         status, doc = self.post_header_pairs(
@@ -1085,6 +1111,11 @@ class CommandLineTest(unittest.TestCase):
         self.assertEqual(self.run_ok("events", "list", "--help"), out)
         self.assertEqual(self.run_ok("help", "events list"), out)
         self.assertEqual(self.run_ok("help", "events", "list"), out)
+        # but --help does not make an unknown subcommand valid
+        res = run_cli("events", "nope", "--help")
+        self.assertEqual((res.returncode, res.stdout), (2, b""))
+        self.assertEqual(res.stderr, b"referee events: expected 'list' (see "
+                                     b"'referee help events')\n")
 
     def test_help_refuses_words_it_would_ignore(self):
         for argv, msg in ((("help", "run", "extra"),

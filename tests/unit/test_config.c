@@ -157,6 +157,9 @@ static void test_out_of_range_and_enum(void **state)
     expect_error("return { limits = { body_max = 1.5 } }\n", RF_ECONFIG,
                  "referee.lua:1: setting 'limits.body_max': expected an "
                  "integer, got a fraction");
+    expect_error("return { limits = { body_max = 0/0 } }\n", RF_ECONFIG,
+                 "referee.lua:1: setting 'limits.body_max': expected an "
+                 "integer, got not a number (NaN)");
 }
 
 /* What the listener cannot bind fails the config check, naming the line. */
