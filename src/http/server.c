@@ -259,7 +259,7 @@ static size_t ows_trimmed_len(const char *v)
     return n;
 }
 
-/* First call for a request: headers are in. */
+/* How a request says where its body ends. */
 struct framing {
     int lengths, chunked;
     int other; /* a transfer coding other than exactly "chunked" */
@@ -271,7 +271,6 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind,
     struct framing *f = cls;
 
     (void)kind;
-    (void)value;
     if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
         f->lengths++;
     } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
@@ -284,53 +283,48 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind,
     return MHD_YES;
 }
 
-/* Two Content-Length headers, or one beside Transfer-Encoding, leave the
- * body's end to whoever reads the request (RFC 9112 section 6.3): a proxy
- * in front and referee could disagree, and a second request be smuggled
- * in. libmicrohttpd 0.9.75 takes the first; we refuse them. */
-static int ambiguous_length(const struct rf_http_req *r)
+/* Two refusals come from it. Two Content-Length headers, or one beside
+ * Transfer-Encoding, leave the body's end to whoever reads the request
+ * (RFC 9112 section 6.3): a proxy in front and referee could disagree,
+ * and a second request be smuggled in; libmicrohttpd 0.9.75 takes the
+ * first. A transfer coding other than chunked (gzip, "gzip, chunked"):
+ * libmicrohttpd would take the connection's end for the body's, wait
+ * until the body timeout and answer nothing; RFC 9112 section 6.1 says
+ * 501. */
+static struct framing framing_of(const struct rf_http_req *r)
 {
     struct framing f = {0, 0, 0};
 
     (void)MHD_get_connection_values(r->mc, MHD_HEADER_KIND, count_framing,
                                     &f);
-    return f.lengths > 1 || (f.lengths > 0 && f.chunked);
+    return f;
 }
 
-/* A transfer coding other than chunked (gzip, "gzip, chunked"): MHD 0.9
- * would wait for the connection's end as the body's, until the body
- * timeout, and answer nothing. RFC 9112 section 6.1 says 501. */
-static int unknown_coding(const struct rf_http_req *r)
-{
-    struct framing f = {0, 0, 0};
-
-    (void)MHD_get_connection_values(r->mc, MHD_HEADER_KIND, count_framing,
-                                    &f);
-    return f.other;
-}
-
+/* First call for a request: headers are in. */
 static enum MHD_Result on_first(struct rf_http_server *srv,
                                 struct MHD_Connection *mc, const char *url,
                                 const char *method, void **con_cls)
 {
     struct rf_http_req *r = new_req(srv, mc, method, url);
+    struct framing f;
 
     if (r == NULL) {
         return MHD_NO; /* out of memory: MHD closes the connection */
     }
     *con_cls = r;
+    f = framing_of(r);
     if (headers_too_large(r)) {
         rf_http_add_header(r, "Connection", "close");
         rf_http_respond_error(r, 431, "header_too_large",
                               "the request line and headers exceed %zu "
                               "bytes",
                               srv->lim.header_max);
-    } else if (ambiguous_length(r)) {
+    } else if (f.lengths > 1 || (f.lengths > 0 && f.chunked)) {
         rf_http_add_header(r, "Connection", "close");
         rf_http_respond_error(r, 400, "ambiguous_length",
                               "the request has more than one Content-Length, "
                               "or one with Transfer-Encoding");
-    } else if (unknown_coding(r)) {
+    } else if (f.other) {
         rf_http_add_header(r, "Connection", "close");
         rf_http_respond_error(r, 501, "unsupported_transfer_encoding",
                               "the only transfer coding taken is chunked");
