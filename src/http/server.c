@@ -64,6 +64,7 @@ struct rf_http_server {
     struct rf_http_limits lim;
     struct rf_http_app app;
     struct conn *conns;
+    unsigned long closed; /* connections closed so far */
     struct rf_http_req *reqs;
     size_t inflight;
     unsigned port;
@@ -412,6 +413,9 @@ static void on_connection(void *cls, struct MHD_Connection *mc,
     struct rf_http_server *srv = cls;
     struct conn *c = *socket_context;
 
+    if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+        srv->closed++; /* for run_mhd */
+    }
     if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
         c = calloc(1, sizeof(*c));
         if (c == NULL) {
@@ -506,18 +510,10 @@ static void on_sweep(uv_timer_t *t)
 
 /* --- loop integration --------------------------------------------------- */
 
-static unsigned open_connections(const struct rf_http_server *srv)
-{
-    const union MHD_DaemonInfo *di =
-        MHD_get_daemon_info(srv->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-
-    return di ? di->num_connections : 0;
-}
-
 static void run_mhd(struct rf_http_server *srv)
 {
     MHD_UNSIGNED_LONG_LONG ms;
-    unsigned before = open_connections(srv);
+    unsigned long closed = srv->closed;
 
     (void)MHD_run(srv->d);
     /* At limits.connections_max MHD takes its listening socket out of its
@@ -527,7 +523,7 @@ static void run_mhd(struct rf_http_server *srv)
      * wake the loop again and the clients waiting in the backlog, even
      * /healthz, would never be accepted. A second run puts the socket
      * back, and its epoll descriptor then wakes us for them. */
-    if (open_connections(srv) < before) {
+    if (srv->closed != closed) {
         (void)MHD_run(srv->d);
     }
     if (MHD_get_timeout(srv->d, &ms) == MHD_YES) {
