@@ -259,59 +259,67 @@ static int probe_tenants(const struct rf_config *cfg)
     return 0;
 }
 
-/* The data directory must be one (it is created if only its last part is
- * missing), and only one daemon may run on it: two would both poll Zoho,
+/* Only one daemon may run on a data directory: two would both poll Zoho,
  * run the outbox and issue the same rewards. The lock is an flock on
  * DIR/daemon.lock, held until the process exits (the kernel drops it
- * after a kill -9 too); the file holds the holder's pid for the message. */
+ * after a kill -9 too); the file holds the holder's pid for the message.
+ * Returns 0 with the lock held, or 2 after saying why. */
+static int lock_data(const char *dir, const char *where)
+{
+    char path[4200], pid[32] = "";
+    ssize_t n;
+    int fd, err, len;
+
+    snprintf(path, sizeof(path), "%s/daemon.lock", dir);
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        fprintf(stderr, "referee: %s: cannot open %s: %s\n", where, path,
+                strerror(errno));
+        return 2;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+        /* fd stays open, and the lock held, until the process ends */
+        len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+        if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)len, 0) == len) {
+            return 0;
+        }
+    }
+    err = errno;
+    n = pread(fd, pid, sizeof(pid) - 1, 0);
+    pid[n > 0 ? n : 0] = '\0';
+    pid[strcspn(pid, "\n")] = '\0';
+    close(fd);
+    if (err == EWOULDBLOCK) {
+        fprintf(stderr, "referee: %s: %s is in use by another referee run%s%s"
+                        "%s\n",
+                where, dir, pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "");
+    } else {
+        fprintf(stderr, "referee: %s: %s: %s\n", where, path, strerror(err));
+    }
+    return 2;
+}
+
+/* The data directory must be one (it is created if only its last part is
+ * missing), and it is locked for this daemon. Returns 0 or 2. */
 static int probe_data(const struct rf_config *cfg)
 {
     const char *where =
         cfg->data_where[0] ? cfg->data_where : "setting 'data'";
-    char path[4200], pid[32] = "";
-    struct stat st;
     const char *why = NULL;
-    int fd, rc = 0;
+    struct stat st;
 
-    if (stat(cfg->data_dir, &st) == 0) {
-        why = S_ISDIR(st.st_mode) ? NULL : "not a directory";
-    } else if (errno != ENOENT || mkdir(cfg->data_dir, 0700) != 0) {
-        rc = -errno;
-    }
-    if (why == NULL && rc == 0) {
-        snprintf(path, sizeof(path), "%s/daemon.lock", cfg->data_dir);
-        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-        if (fd < 0) {
-            fprintf(stderr, "referee: %s: cannot open %s: %s\n", where,
-                    path, strerror(errno));
-            return 2;
-        } else if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-            rc = -errno;
-            ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
-            pid[n > 0 ? n : 0] = '\0';
-            pid[strcspn(pid, "\n")] = '\0';
-            close(fd);
-            if (rc == -EWOULDBLOCK) {
-                fprintf(stderr, "referee: %s: %s is in use by another "
-                                "referee run%s%s%s\n",
-                        where, cfg->data_dir, pid[0] ? " (pid " : "", pid,
-                        pid[0] ? ")" : "");
-                return 2;
-            }
-        } else {
-            /* fd stays open, and the lock held, until the process ends */
-            int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
-            if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len) {
-                rc = -errno;
-            }
+    if (stat(cfg->data_dir, &st) != 0) {
+        if (errno != ENOENT || mkdir(cfg->data_dir, 0700) != 0) {
+            why = strerror(errno);
         }
+    } else if (!S_ISDIR(st.st_mode)) {
+        why = "not a directory";
     }
-    if (why != NULL || rc != 0) {
-        fprintf(stderr, "referee: %s: %s: %s\n", where, cfg->data_dir,
-                why ? why : rf_strerror(rc));
-        return 2;
+    if (why == NULL) {
+        return lock_data(cfg->data_dir, where);
     }
-    return 0;
+    fprintf(stderr, "referee: %s: %s: %s\n", where, cfg->data_dir, why);
+    return 2;
 }
 
 static int run_flags(int argc, char **argv, struct rf_config *cfg)

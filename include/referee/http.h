@@ -82,6 +82,12 @@ const char *rf_http_client(const struct rf_http_req *req);
 const char *rf_http_header_repeated(const struct rf_http_req *req,
                                     const char *const *names);
 
+/* The length of a header value without the spaces and tabs after it,
+ * which are not part of it (RFC 9110 section 5.5); libmicrohttpd 0.9.75
+ * leaves them in. rf_http_header leaves them out already;
+ * rf_http_each_header does not. */
+size_t rf_http_value_len(const char *value);
+
 /* Calls fn for every request header, in arrival order. */
 void rf_http_each_header(const struct rf_http_req *req,
                          void (*fn)(const char *name, const char *value,

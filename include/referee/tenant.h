@@ -49,6 +49,9 @@ enum rf_hook {
 
 enum rf_id_from { RF_ID_NONE = 0, RF_ID_HEADER, RF_ID_JSON };
 
+/* A member name of a "json:" id path is shorter than this. */
+#define RF_ID_SEGMENT_MAX 128
+
 struct rf_source {
     char *name;
     unsigned char *secret; /* HMAC key; NULL when the source is unsigned */

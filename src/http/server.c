@@ -4,6 +4,8 @@
 #include "referee/error.h"
 #include "referee/log.h"
 
+#include "internal.h"
+
 #include <arpa/inet.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -16,45 +18,7 @@
 #include <microhttpd.h>
 
 #define SWEEP_MS 250
-#define MAX_EXTRA_HEADERS 4
-#define MAX_TRIMMED 16
 #define DISCARD_MAX (4u << 20) /* plus 4 x body_max; then close */
-
-enum conn_phase { PHASE_NEW, PHASE_BODY, PHASE_HANDLING, PHASE_IDLE };
-
-/* Per connection: the phase it is in and since when, for the deadlines. */
-struct conn {
-    struct conn *prev, *next;
-    struct MHD_Connection *mc;
-    enum conn_phase phase;
-    uint64_t since;
-};
-
-struct rf_http_req {
-    struct rf_http_req *prev, *next;
-    struct rf_http_server *srv;
-    struct MHD_Connection *mc;
-    struct conn *conn;
-    const char *method, *path;
-    char client[INET6_ADDRSTRLEN];
-    char *body;
-    size_t body_len, body_cap;
-    size_t discarded; /* bytes past the limit read and dropped */
-    int too_big;
-    int dispatched;
-    int suspended;
-    struct MHD_Response *resp;
-    unsigned status;
-    const char *extra[MAX_EXTRA_HEADERS][2];
-    char *extra_store[MAX_EXTRA_HEADERS][2];
-    int extra_n;
-    /* Header values with trailing spaces or tabs, trimmed, for
-     * rf_http_header (a cache, hence written through a const request). */
-    char *trimmed[MAX_TRIMMED];
-    int trimmed_n;
-    void *data;
-};
-
 struct rf_http_server {
     uv_poll_t poll;   /* MHD's epoll descriptor */
     uv_timer_t timer; /* MHD's own timeouts and deferred runs */
@@ -85,8 +49,7 @@ void rf_http_limits_default(struct rf_http_limits *l)
 static void run_mhd(struct rf_http_server *srv);
 static void on_timer(uv_timer_t *t);
 
-/* Runs MHD at the next loop iteration (coalesces many resumes). */
-static void defer_run(struct rf_http_server *srv)
+void rf__http_defer_run(struct rf_http_server *srv)
 {
     uv_timer_start(&srv->timer, on_timer, 0, 0);
 }
@@ -247,17 +210,6 @@ static int headers_too_large(const struct rf_http_req *r)
         r->mc, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
 
     return ci != NULL && ci->header_size > r->srv->lim.header_max;
-}
-
-/* Length of v without the spaces and tabs at its end. */
-static size_t ows_trimmed_len(const char *v)
-{
-    size_t n = strlen(v);
-
-    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t')) {
-        n--;
-    }
-    return n;
 }
 
 /* How a request says where its body ends. */
@@ -693,216 +645,4 @@ void rf_http_server_stop(struct rf_http_server *srv)
     uv_close((uv_handle_t *)&srv->poll, on_handle_closed);
     uv_close((uv_handle_t *)&srv->timer, on_handle_closed);
     uv_close((uv_handle_t *)&srv->sweep, on_handle_closed);
-}
-
-/* --- request accessors and answers -------------------------------------- */
-
-const char *rf_http_method(const struct rf_http_req *req)
-{
-    return req->method;
-}
-
-const char *rf_http_path(const struct rf_http_req *req)
-{
-    return req->path;
-}
-
-const char *rf_http_header(const struct rf_http_req *req, const char *name)
-{
-    const char *v = MHD_lookup_connection_value(req->mc, MHD_HEADER_KIND, name);
-    struct rf_http_req *r = (struct rf_http_req *)req; /* the cache only */
-    size_t n;
-    char *t;
-
-    /* libmicrohttpd 0.9.75 strips the spaces before a value but keeps
-     * those after it, which RFC 9110 section 5.5 says are not part of it:
-     * "webhook-id: zz " would be another delivery than "zz". */
-    if (v == NULL || (n = ows_trimmed_len(v)) == strlen(v)) {
-        return v;
-    }
-    if (r->trimmed_n == MAX_TRIMMED || (t = strndup(v, n)) == NULL) {
-        return v; /* a request with this many padded headers is odd */
-    }
-    r->trimmed[r->trimmed_n++] = t;
-    return t;
-}
-
-const char *rf_http_query(const struct rf_http_req *req, const char *name)
-{
-    return MHD_lookup_connection_value(req->mc, MHD_GET_ARGUMENT_KIND, name);
-}
-
-const char *rf_http_body(const struct rf_http_req *req, size_t *len)
-{
-    *len = req->body_len;
-    return req->body ? req->body : "";
-}
-
-const char *rf_http_client(const struct rf_http_req *req)
-{
-    return req->client;
-}
-
-struct each_ctx {
-    void (*fn)(const char *, const char *, void *);
-    void *arg;
-};
-
-static enum MHD_Result each_header(void *cls, enum MHD_ValueKind kind,
-                                   const char *key, const char *value)
-{
-    struct each_ctx *e = cls;
-
-    e->fn(key, value ? value : "", e->arg);
-    return MHD_YES;
-}
-
-void rf_http_each_header(const struct rf_http_req *req,
-                         void (*fn)(const char *name, const char *value,
-                                    void *arg),
-                         void *arg)
-{
-    struct each_ctx e = {fn, arg};
-
-    (void)MHD_get_connection_values(req->mc, MHD_HEADER_KIND, each_header,
-                                    &e);
-}
-
-struct repeat_ctx {
-    const char *const *names;
-    unsigned seen;     /* bit i: names[i] was seen */
-    const char *twice; /* the first seen twice */
-};
-
-static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind,
-                                    const char *key, const char *value)
-{
-    struct repeat_ctx *r = cls;
-
-    (void)kind;
-    (void)value;
-    for (unsigned i = 0; r->names[i] && i < 32; i++) {
-        if (strcasecmp(key, r->names[i]) != 0) {
-            continue;
-        }
-        if (r->seen & (1u << i)) {
-            r->twice = r->names[i];
-            return MHD_NO; /* stop at the first repeat */
-        }
-        r->seen |= 1u << i;
-    }
-    return MHD_YES;
-}
-
-const char *rf_http_header_repeated(const struct rf_http_req *req,
-                                    const char *const *names)
-{
-    struct repeat_ctx r = {names, 0, NULL};
-
-    (void)MHD_get_connection_values(req->mc, MHD_HEADER_KIND, count_header,
-                                    &r);
-    return r.twice;
-}
-
-void rf_http_set_data(struct rf_http_req *req, void *data)
-{
-    req->data = data;
-}
-
-void *rf_http_data(const struct rf_http_req *req)
-{
-    return req->data;
-}
-
-int rf_http_answered(const struct rf_http_req *req)
-{
-    return req->resp != NULL;
-}
-
-void rf_http_add_header(struct rf_http_req *req, const char *name,
-                        const char *value)
-{
-    int i = req->extra_n;
-
-    if (i >= MAX_EXTRA_HEADERS) {
-        return;
-    }
-    req->extra_store[i][0] = strdup(name);
-    req->extra_store[i][1] = strdup(value);
-    if (!req->extra_store[i][0] || !req->extra_store[i][1]) {
-        free(req->extra_store[i][0]);
-        free(req->extra_store[i][1]);
-        return;
-    }
-    req->extra_n++;
-}
-
-void rf_http_respond(struct rf_http_req *req, unsigned status,
-                     const char *content_type, const char *body, size_t len)
-{
-    struct MHD_Response *resp;
-
-    if (req->resp != NULL) {
-        return;
-    }
-    resp = MHD_create_response_from_buffer(len, (void *)body,
-                                           MHD_RESPMEM_MUST_COPY);
-    if (resp == NULL) {
-        return; /* the request stays unanswered; MHD times it out */
-    }
-    (void)MHD_add_response_header(resp, "Content-Type", content_type);
-    for (int i = 0; i < req->extra_n; i++) {
-        (void)MHD_add_response_header(resp, req->extra_store[i][0],
-                                      req->extra_store[i][1]);
-    }
-    req->resp = resp;
-    req->status = status;
-    if (req->suspended) {
-        req->suspended = 0;
-        MHD_resume_connection(req->mc);
-        defer_run(req->srv);
-    }
-}
-
-void rf_http_respond_json(struct rf_http_req *req, unsigned status,
-                          const char *json, size_t len)
-{
-    rf_http_respond(req, status, "application/json", json, len);
-}
-
-/* Writes s into out as a JSON string body (without quotes), escaped. */
-static size_t json_escape(char *out, size_t cap, const char *s)
-{
-    size_t n = 0;
-
-    for (; *s && n + 7 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
-
-        if (c == '"' || c == '\\') {
-            out[n++] = '\\';
-            out[n++] = (char)c;
-        } else if (c < 0x20) {
-            n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
-        } else {
-            out[n++] = (char)c;
-        }
-    }
-    out[n] = '\0';
-    return n;
-}
-
-void rf_http_respond_error(struct rf_http_req *req, unsigned status,
-                           const char *code, const char *fmt, ...)
-{
-    char msg[512], esc[1100], body[1300];
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    json_escape(esc, sizeof(esc), msg);
-    n = snprintf(body, sizeof(body),
-                 "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", code, esc);
-    rf_http_respond_json(req, status, body, (size_t)n);
 }

@@ -9,8 +9,8 @@
 #include "referee/signature.h"
 #include "referee/utf8.h"
 
-#include <stdio.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -69,7 +69,7 @@ static void keep_header(const char *name, const char *value, void *arg)
     int keep = in_list(kept_always, name);
     char lower[128], clean[1024];
     cJSON *prev;
-    size_t i, vlen;
+    size_t i;
 
     for (size_t j = 0; !keep && j < k->src->nkeep; j++) {
         keep = strcasecmp(k->src->keep[j], name) == 0;
@@ -85,11 +85,7 @@ static void keep_header(const char *name, const char *value, void *arg)
     lower[i] = '\0';
     /* Without the spaces after the value, as rf_http_header gives it;
      * header bytes are not always UTF-8, and stored JSON must be. */
-    vlen = strlen(value);
-    while (vlen > 0 && (value[vlen - 1] == ' ' || value[vlen - 1] == '\t')) {
-        vlen--;
-    }
-    rf_utf8_sanitize(value, vlen, clean, sizeof(clean));
+    rf_utf8_sanitize(value, rf_http_value_len(value), clean, sizeof(clean));
     prev = cJSON_GetObjectItemCaseSensitive(k->obj, lower);
     if (prev != NULL) {
         /* A repeated header is one list (RFC 9110, 5.3): one member with
@@ -185,7 +181,7 @@ static cJSON *parse_json(struct rf_http_req *req, const char *body,
 static int json_id(const cJSON *v, const char *path, char *out, size_t n,
                    const char **why)
 {
-    char seg[128];
+    char seg[RF_ID_SEGMENT_MAX];
 
     while (*path && v) {
         size_t len = strcspn(path, ".");

@@ -3,13 +3,13 @@
 #include "referee/tenant.h"
 #include "referee/config.h"
 #include "referee/error.h"
+#include "referee/http_client.h"
 #include "referee/log.h"
 #include "referee/reader.h"
 #include "referee/sandbox.h"
 
 #include "internal.h"
 
-#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -112,28 +112,13 @@ static int set_secret(struct rf_reader *r, const char *path, const char *s,
     return rf__tenant_secret(r, path, s, &src->secret, &src->secret_len);
 }
 
-/* An HTTP field name (RFC 9110, 5.1: a token). */
-static int header_name_ok(const char *s)
-{
-    if (*s == '\0') {
-        return 0;
-    }
-    for (; *s; s++) {
-        if (!isalnum((unsigned char)*s) && !strchr("!#$%&'*+-.^_`|~", *s)) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
-/* Dot-separated member names, none empty and each shorter than the
- * intake's segment buffer (128 bytes). */
+/* Dot-separated member names, none empty or RF_ID_SEGMENT_MAX long. */
 static int json_path_ok(const char *s)
 {
     while (1) {
         size_t len = strcspn(s, ".");
 
-        if (len == 0 || len >= 128) {
+        if (len == 0 || len >= RF_ID_SEGMENT_MAX) {
             return 0;
         }
         if (s[len] == '\0') {
@@ -157,7 +142,8 @@ static int read_id(struct rf_reader *r, const char *path,
         free(spec);
         return rc;
     }
-    if (strncmp(spec, "header:", 7) == 0 && !header_name_ok(spec + 7)) {
+    if (strncmp(spec, "header:", 7) == 0 &&
+        !rf_http_token(spec + 7, strlen(spec + 7))) {
         rc = rf_reader_fail(r, full,
                             "\"header:NAME\" needs a header name (letters, "
                             "digits and !#$%%&'*+-.^_`|~), got \"%s\"",
@@ -165,8 +151,8 @@ static int read_id(struct rf_reader *r, const char *path,
     } else if (strncmp(spec, "json:", 5) == 0 && !json_path_ok(spec + 5)) {
         rc = rf_reader_fail(r, full,
                             "\"json:PATH\" needs member names joined by "
-                            "dots, none empty or over 127 bytes, got \"%s\"",
-                            spec);
+                            "dots, none empty or over %d bytes, got \"%s\"",
+                            RF_ID_SEGMENT_MAX - 1, spec);
     } else if (strncmp(spec, "header:", 7) == 0) {
         src->id_from = RF_ID_HEADER;
         rc = rf_config_set_string(&src->id_key, spec + 7);
