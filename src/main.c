@@ -260,42 +260,44 @@ static int probe_tenants(const struct rf_config *cfg)
 }
 
 /* Only one daemon may run on a data directory: two would both poll Zoho,
- * run the outbox and issue the same rewards. The lock is an flock on
- * DIR/daemon.lock, held until the process exits (the kernel drops it
- * after a kill -9 too); the file holds the holder's pid for the message.
- * Returns 0 with the lock held, or 2 after saying why. */
+ * run the outbox and issue the same rewards. The lock is an flock on the
+ * directory itself, which no one deletes by mistake as they might a lock
+ * file, held until the process exits (the kernel drops it after a kill -9
+ * too); DIR/daemon.pid holds the holder's pid for the message. Returns 0
+ * with the lock held, or 2 after saying why. */
 static int lock_data(const char *dir, const char *where)
 {
     char path[4200], pid[32] = "";
+    int dfd, fd, len;
     ssize_t n;
-    int fd, err, len;
 
-    snprintf(path, sizeof(path), "%s/daemon.lock", dir);
-    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        fprintf(stderr, "referee: %s: cannot open %s: %s\n", where, path,
+    snprintf(path, sizeof(path), "%s/daemon.pid", dir);
+    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0 && flock(dfd, LOCK_EX | LOCK_NB) == 0) {
+        /* dfd stays open, and the lock held, until the process ends */
+        len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd >= 0 && write(fd, pid, (size_t)len) == len && close(fd) == 0) {
+            return 0;
+        }
+        fprintf(stderr, "referee: %s: cannot write %s: %s\n", where, path,
                 strerror(errno));
         return 2;
     }
-    if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
-        /* fd stays open, and the lock held, until the process ends */
-        len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
-        if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)len, 0) == len) {
-            return 0;
-        }
+    if (dfd < 0 || errno != EWOULDBLOCK) {
+        fprintf(stderr, "referee: %s: cannot lock %s: %s\n", where, dir,
+                strerror(errno));
+        return 2;
     }
-    err = errno;
-    n = pread(fd, pid, sizeof(pid) - 1, 0);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    n = fd >= 0 ? read(fd, pid, sizeof(pid) - 1) : 0;
     pid[n > 0 ? n : 0] = '\0';
     pid[strcspn(pid, "\n")] = '\0';
-    close(fd);
-    if (err == EWOULDBLOCK) {
-        fprintf(stderr, "referee: %s: %s is in use by another referee run%s%s"
-                        "%s\n",
-                where, dir, pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "");
-    } else {
-        fprintf(stderr, "referee: %s: %s: %s\n", where, path, strerror(err));
+    if (fd >= 0) {
+        close(fd);
     }
+    fprintf(stderr, "referee: %s: %s is in use by another referee run%s%s%s\n",
+            where, dir, pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "");
     return 2;
 }
 

@@ -29,6 +29,7 @@ struct rf_http_server {
     struct rf_http_app app;
     struct conn *conns;
     unsigned long closed; /* connections closed so far */
+    unsigned open;        /* connections open now */
     struct rf_http_req *reqs;
     size_t inflight;
     unsigned port;
@@ -367,6 +368,9 @@ static void on_connection(void *cls, struct MHD_Connection *mc,
 
     if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
         srv->closed++; /* for run_mhd */
+        srv->open--;
+    } else {
+        srv->open++;
     }
     if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
         c = calloc(1, sizeof(*c));
@@ -433,29 +437,55 @@ static const char *late_for(enum conn_phase phase)
     }
 }
 
+/* Shuts a connection down; MHD sees the end at its next run. Returns 1 if
+ * it did. */
+static int cut_off(struct conn *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c->mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+    if (ci == NULL) {
+        return 0;
+    }
+    (void)shutdown(ci->connect_fd, SHUT_RDWR);
+    c->phase = PHASE_HANDLING; /* cut once */
+    return 1;
+}
+
+/* Every SWEEP_MS: cuts off clients past their deadline and, while all of
+ * limits.connections_max are open, the idle kept-alive ones, since clients
+ * waiting in the backlog behind them (or /healthz) could otherwise wait
+ * keepalive_idle_ms for a slot, and one client could hold every slot by
+ * sending a request a minute on each. */
 static void on_sweep(uv_timer_t *t)
 {
     struct rf_http_server *srv = t->data;
     uint64_t now = uv_now(t->loop);
-    int cut = 0;
+    int full = srv->open >= srv->lim.connections_max;
+    unsigned cut = 0, idle = 0;
 
     for (struct conn *c = srv->conns; c; c = c->next) {
         uint64_t limit = deadline_of(srv, c);
-        const union MHD_ConnectionInfo *ci;
 
-        if (limit == 0 || now - c->since <= limit) {
-            continue;
-        }
-        ci = MHD_get_connection_info(c->mc, MHD_CONNECTION_INFO_CONNECTION_FD);
-        if (ci != NULL) {
-            rf_log_info("http", RF_F("why", late_for(c->phase)),
-                        "cutting off a slow client");
-            (void)shutdown(ci->connect_fd, SHUT_RDWR);
-            c->phase = PHASE_HANDLING; /* cut once */
-            cut = 1;
+        if (full && c->phase == PHASE_IDLE) {
+            idle += cut_off(c);
+        } else if (limit != 0 && now - c->since > limit) {
+            enum conn_phase late = c->phase;
+
+            if (cut_off(c)) {
+                rf_log_info("http", RF_F("why", late_for(late)),
+                            "cutting off a slow client");
+                cut++;
+            }
         }
     }
-    if (cut) {
+    if (idle > 0) {
+        rf_log_warn("http", RF_NOF,
+                    "all %u connections (limits.connections_max) are "
+                    "open: closing %u idle kept-alive ones",
+                    srv->lim.connections_max, idle);
+    }
+    if (cut + idle > 0) {
         run_mhd(srv);
     }
 }

@@ -306,6 +306,14 @@ class TenantCapsInDaemonTest(DaemonTestCase):
                          "referee: --data: %s is in use by another referee "
                          "run (pid %d)\n" % (d.data_dir, d.proc.pid))
         self.assertEqual(d.post("a", "s", b"{}").status, 404)  # still up
+        # the lock is on the folder: deleting the pid file does not lift it
+        os.remove(os.path.join(d.data_dir, "daemon.pid"))
+        res = run_cli("run", "--listen", "127.0.0.1:0", "--data",
+                      d.data_dir, "--tenants", d.tenants_dir)
+        self.assertEqual(res.returncode, 2, res)
+        self.assertEqual(res.stderr.decode(),
+                         "referee: --data: %s is in use by another referee "
+                         "run\n" % d.data_dir)
         d.stop()
         d.start()  # the lock went with the first process
         self.assertEqual(d.request("GET", "/healthz").status, 200)

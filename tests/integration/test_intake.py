@@ -828,6 +828,32 @@ class OwnDaemonTest(DaemonTestCase):
                 s.close()
             self.assertEqual(d.request("GET", "/healthz").status, 200)
 
+    def test_idle_kept_alive_connections_give_way_at_the_limit(self):
+        # Eight answered, kept-alive connections hold every slot; they used
+        # to keep the next client (and /healthz) out for keepalive_idle_ms.
+        d = self.daemon(config="return { limits = { connections_max = 8 } }\n")
+        idle = []
+        for _ in range(8):
+            sock = d.raw()
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            resp = read_http_response(sock, scale(5))
+            self.assertEqual(resp.status, 200)
+            idle.append(sock)
+        mark = len(d.log_lines())
+        try:
+            t0 = time.monotonic()
+            resp = d.post("acme", "raw", b"after the idle ones")
+            took = time.monotonic() - t0
+            self.assertEqual(resp.status, 202, resp.body)
+            self.assertLess(took, scale(2))
+            d.wait_log(re.compile(r'level=warn mod=http msg="all 8 connections '
+                                  r'\(limits.connections_max\) are open: '
+                                  r'closing \d+ idle kept-alive ones"'),
+                       scale(2), mark)
+        finally:
+            for sock in idle:
+                sock.close()
+
     def test_slow_header_client_is_cut_off_while_others_are_served(self):
         d = self.daemon(config="return { limits = { header_timeout_ms = 2000"
                                " } }\n")
