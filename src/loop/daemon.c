@@ -331,6 +331,9 @@ static void on_headers(struct rf_http_req *req, void *arg)
             rf_http_respond_error(req, 404, "tenant_not_found",
                                   "no such tenant");
         }
+        if (rf_http_answered(req)) {
+            d->intake.stats.rejected++; /* as intake counts its refusals */
+        }
         return;
     }
     rf_http_respond_error(req, 404, "not_found", "no such endpoint");

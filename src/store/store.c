@@ -294,7 +294,8 @@ static int open_env(struct rf_store *st, const char *dir, char *err,
         st->psize = mdb_env_stat(st->env, &stat) == 0 ? stat.ms_psize : 4096;
     }
     (void)mdb_reader_check(st->env, &dead);
-    if (dead > 0) {
+    if (dead > 0 && !(st->flags & RF_STORE_RDONLY)) {
+        /* not from read-only commands, whose stderr is for their errors */
         rf_log_info("store", RF_NOF, "cleared %d stale reader slots", dead);
     }
     return 0;

@@ -601,6 +601,25 @@ class SharedDaemonTest(DaemonTestCase):
         self.assert_error(resp, 503, "tenant_unavailable")
         self.assert_accepted(self.d.post_signed("acme", "shop", b"{}"))
 
+    def test_every_refused_webhook_is_counted_as_rejected(self):
+        # own daemon: the shared one's counters move with other tests
+        d = self.daemon(tenants=("acme",))
+
+        def rejected():
+            text = d.request("GET", "/metrics").body.decode()
+            m = re.search(r'referee_webhooks_total\{result="rejected"\} '
+                          r'(\d+)', text)
+            return int(m.group(1))
+
+        before = rejected()
+        self.assertEqual(d.post("nobody", "shop", b"{}").status, 404)
+        self.assertEqual(d.post("acme", "nosuch", b"{}").status, 404)
+        self.assertEqual(d.post("acme", "plain", b"{").status, 400)
+        self.assertEqual(d.post("acme", "shop", b"{}").status, 401)
+        self.assertEqual(d.request("GET", hook_path("acme", "raw")).status,
+                         405)
+        self.assertEqual(rejected(), before + 5)
+
     def test_health_endpoints(self):
         resp = self.d.request("GET", "/healthz")
         self.assertEqual((resp.status, resp.json()), (200, {"status": "ok"}))
